@@ -1,0 +1,1 @@
+"""Shared, Qt-free and torch-free audio/video I/O used by both the engine and the studio."""

@@ -1,0 +1,29 @@
+"""Backend registry: names to lazily imported classes, so the puppet never pulls in torch."""
+from __future__ import annotations
+
+import importlib
+
+from engine.backends.base import Backend, BackendOptions, BackendUnavailable
+
+_REGISTRY = {
+    "puppet": ("engine.backends.puppet", "PuppetBackend"),
+    "flashtalk": ("engine.backends.flashtalk", "FlashTalkBackend"),
+}
+DEFAULT_BACKEND = "puppet"
+
+
+def backend_names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def create_backend(name: str, options: BackendOptions | None = None) -> Backend:
+    if name not in _REGISTRY:
+        raise BackendUnavailable(f"unknown backend {name!r}: choose one of {', '.join(_REGISTRY)}")
+    module_name, class_name = _REGISTRY[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"the {name} backend needs packages that are not installed ({exc.name}): "
+            f"pip install 'flashtalk-studio[{name}]'") from None
+    return getattr(module, class_name)(options or BackendOptions())

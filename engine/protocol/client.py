@@ -1,0 +1,143 @@
+"""A blocking, single-thread client for the engine socket (used by `render`, tests and the studio).
+
+It is torch- and Qt-free. The studio runs it on a worker thread; `flashtalk render` drives it
+directly. One client = one DEALER socket; zmq sockets are not thread-safe, so keep each client on
+the thread that made it.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import time
+
+import numpy as np
+import zmq
+
+from engine.protocol.address import read_token
+from engine.protocol.codec import ProtocolError, decode, encode
+from engine.protocol.messages import (
+    PROTOCOL_VERSION,
+    Audio,
+    CloseSession,
+    EndOfAudio,
+    Error,
+    Heartbeat,
+    Hello,
+    Message,
+    OpenSession,
+    SessionOpened,
+    SessionSettings,
+    Welcome,
+    settings_to_dict,
+)
+
+
+class EngineError(RuntimeError):
+    """The engine refused or failed something; `code` is the protocol error code."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class EngineClient:
+    def __init__(self, address: str, token: str | None = None, *, token_file: str | None = None,
+                 client_name: str = "flashtalk-client", context: zmq.Context | None = None,
+                 rcvhwm: int = 64):
+        self.address = address
+        self.token = token if token is not None else read_token(address, token_file)
+        self.client_name = client_name
+        self._ctx = context or zmq.Context.instance()
+        self._sock: zmq.Socket | None = None
+        self._seq = itertools.count(1)
+        self._rcvhwm = rcvhwm
+        self.welcome: Welcome | None = None
+        self.session: SessionOpened | None = None
+
+    # -- connection ------------------------------------------------------------------------------
+    def connect(self, timeout: float = 10.0) -> Welcome:
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
+        sock.setsockopt(zmq.IDENTITY, f"{self.client_name}-{os.getpid()}-{id(self):x}".encode())
+        sock.connect(self.address)
+        self._sock = sock
+        self.send(Hello(version=PROTOCOL_VERSION, token=self.token, client=self.client_name))
+        reply = self._expect((Welcome,), timeout, what="the engine's welcome")
+        self.welcome = reply
+        return reply
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+
+    def __enter__(self) -> EngineClient:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- sending ---------------------------------------------------------------------------------
+    def send(self, msg: Message) -> None:
+        if self._sock is None:
+            raise EngineError("not_connected", "not connected to an engine")
+        msg.seq = next(self._seq)
+        if self.session is not None and not msg.session:
+            msg.session = self.session.session
+        self._sock.send_multipart(encode(msg), copy=False)
+
+    def open_session(self, portrait: bytes, settings: SessionSettings | None = None,
+                     timeout: float = 120.0) -> SessionOpened:
+        self.session = None
+        self.send(OpenSession(portrait=portrait, settings=settings_to_dict(settings or SessionSettings())))
+        self.session = self._expect((SessionOpened,), timeout, what="the session to open")
+        return self.session
+
+    def send_audio(self, pcm: np.ndarray, sample_rate: int, capture_t: float | None = None) -> None:
+        """pcm: float32 [N] or [N, channels]."""
+        block = np.ascontiguousarray(pcm, dtype=np.float32)
+        channels = 1 if block.ndim == 1 else block.shape[1]
+        self.send(Audio(capture_t=time.monotonic() if capture_t is None else capture_t,
+                        sample_rate=int(sample_rate), channels=int(channels), pcm=block.tobytes()))
+
+    def end_audio(self) -> None:
+        self.send(EndOfAudio())
+
+    def close_session(self) -> None:
+        if self.session is not None:
+            self.send(CloseSession())
+            self.session = None
+
+    def heartbeat(self, nonce: int = 0) -> None:
+        self.send(Heartbeat(nonce=nonce))
+
+    # -- receiving -------------------------------------------------------------------------------
+    def recv(self, timeout: float | None = None) -> Message | None:
+        """Next message, or None after `timeout` seconds (None = wait forever)."""
+        if self._sock is None:
+            raise EngineError("not_connected", "not connected to an engine")
+        ms = None if timeout is None else max(0, int(timeout * 1000))
+        if not self._sock.poll(ms):
+            return None
+        parts = self._sock.recv_multipart(copy=True)
+        return decode(parts)
+
+    def _expect(self, kinds: tuple[type[Message], ...], timeout: float, what: str) -> Message:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise EngineError("timeout", f"timed out after {timeout:.0f} s waiting for {what} "
+                                  f"at {self.address}: is the engine running?")
+            try:
+                msg = self.recv(left)
+            except ProtocolError as exc:
+                raise EngineError("protocol", f"engine sent an unreadable message: {exc}") from None
+            if msg is None:
+                continue
+            if isinstance(msg, Error):
+                raise EngineError(msg.code, msg.message)
+            if isinstance(msg, kinds):
+                return msg

@@ -1,0 +1,204 @@
+"""Every message that crosses the engine socket, as typed dataclasses.
+
+The studio imports this package and nothing else of the engine, so it stays free of torch, numpy
+tensors and backend code. Large byte fields (portrait, PCM, RGB frames) travel as separate
+zero-copy message parts; everything else goes into one msgpack header.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+PROTOCOL_VERSION = 1
+
+# Upper bounds a peer enforces before decoding anything (bytes).
+MAX_HEADER_BYTES = 64 * 1024
+MAX_PORTRAIT_BYTES = 32 * 1024 * 1024
+MAX_AUDIO_BLOCK_BYTES = 8 * 1024 * 1024
+MAX_FRAMES_BYTES = 512 * 1024 * 1024
+MAX_INBOUND_MESSAGE_BYTES = MAX_PORTRAIT_BYTES + MAX_HEADER_BYTES  # what the server accepts
+
+
+@dataclass
+class Message:
+    """Envelope shared by all messages: type tag, session id, sequence number, monotonic time."""
+
+    TYPE: ClassVar[str] = ""
+    BLOBS: ClassVar[tuple[str, ...]] = ()  # bytes fields sent as their own message parts
+
+    session: str = ""
+    seq: int = 0
+    t: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class SessionSettings:
+    """What the studio may ask of a session. None means "the backend's default"."""
+
+    backend: str | None = None
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    seed: int | None = None
+    prompt: str | None = None
+    chunk_frames: int | None = None
+    motion_frames: int | None = None
+    color_correction: float | None = None
+    mode: str = "live"  # "live": idle when audio stops; "file": end_of_audio flushes the tail
+
+
+# --- client -> engine ---------------------------------------------------------------------------
+
+
+@dataclass
+class Hello(Message):
+    TYPE: ClassVar[str] = "hello"
+    version: int = PROTOCOL_VERSION
+    token: str = ""
+    client: str = ""
+
+
+@dataclass
+class OpenSession(Message):
+    TYPE: ClassVar[str] = "open_session"
+    BLOBS: ClassVar[tuple[str, ...]] = ("portrait",)
+    portrait: bytes = b""
+    settings: dict = field(default_factory=dict)  # SessionSettings as a dict (see settings_from_dict)
+
+
+@dataclass
+class Audio(Message):
+    """A block of audio: float32 interleaved PCM at any rate/channel count, with capture time."""
+
+    TYPE: ClassVar[str] = "audio"
+    BLOBS: ClassVar[tuple[str, ...]] = ("pcm",)
+    capture_t: float = 0.0
+    sample_rate: int = 16_000
+    channels: int = 1
+    pcm: bytes = b""
+
+
+@dataclass
+class EndOfAudio(Message):
+    TYPE: ClassVar[str] = "end_of_audio"
+
+
+@dataclass
+class CloseSession(Message):
+    TYPE: ClassVar[str] = "close_session"
+
+
+@dataclass
+class Heartbeat(Message):
+    TYPE: ClassVar[str] = "heartbeat"
+    nonce: int = 0
+
+
+# --- engine -> client ---------------------------------------------------------------------------
+
+
+@dataclass
+class Welcome(Message):
+    TYPE: ClassVar[str] = "welcome"
+    version: int = PROTOCOL_VERSION
+    engine: str = ""
+    backends: list = field(default_factory=list)
+    default_backend: str = ""
+    sample_rate: int = 16_000
+    fps: int = 25
+    gpus: int = 0
+
+
+@dataclass
+class SessionOpened(Message):
+    TYPE: ClassVar[str] = "session_opened"
+    backend: str = ""
+    width: int = 0
+    height: int = 0
+    fps: int = 25
+    sample_rate: int = 16_000
+    chunk_frames: int = 0
+    prepare_ms: float = 0.0
+    face_box: list = field(default_factory=list)  # [x0, y0, x1, y1] in portrait pixels, or []
+
+
+@dataclass
+class Frames(Message):
+    """`count` RGB24 frames starting at session frame `first_frame`, plus the audio they show.
+
+    Frame k presents audio samples [k*spf, (k+1)*spf); `audio` holds exactly those samples for the
+    frames carried here (float32 mono at the session rate), so playout and recording need no other
+    source of truth. `capture_t0` is when the first of those samples was captured (monotonic).
+    """
+
+    TYPE: ClassVar[str] = "frames"
+    BLOBS: ClassVar[tuple[str, ...]] = ("rgb", "audio")
+    chunk: int = 0
+    first_frame: int = 0
+    count: int = 0
+    width: int = 0
+    height: int = 0
+    capture_t0: float = 0.0
+    idle: bool = False  # generated without fresh audio (live mode kept the avatar alive)
+    timings: dict = field(default_factory=dict)  # stage name -> milliseconds
+    rgb: bytes = b""
+    audio: bytes = b""
+
+
+@dataclass
+class Metrics(Message):
+    TYPE: ClassVar[str] = "metrics"
+    values: dict = field(default_factory=dict)
+
+
+@dataclass
+class Event(Message):
+    TYPE: ClassVar[str] = "event"
+    kind: str = ""  # e.g. "state", "warning", "session_ended"
+    message: str = ""
+    data: dict = field(default_factory=dict)
+
+
+@dataclass
+class Error(Message):
+    TYPE: ClassVar[str] = "error"
+    code: str = ""  # machine-readable, e.g. "auth", "version", "busy", "bad_portrait"
+    message: str = ""  # one line a person can act on
+    fatal: bool = False  # the session (if any) is over
+
+
+@dataclass
+class HeartbeatAck(Message):
+    TYPE: ClassVar[str] = "heartbeat_ack"
+    nonce: int = 0
+
+
+ALL_MESSAGES: tuple[type[Message], ...] = (
+    Hello, OpenSession, Audio, EndOfAudio, CloseSession, Heartbeat,
+    Welcome, SessionOpened, Frames, Metrics, Event, Error, HeartbeatAck,
+)
+MESSAGE_TYPES: dict[str, type[Message]] = {cls.TYPE: cls for cls in ALL_MESSAGES}
+
+
+def settings_to_dict(settings: SessionSettings) -> dict:
+    return {k: v for k, v in settings.__dict__.items() if v is not None}
+
+
+def settings_from_dict(data: dict) -> SessionSettings:
+    """Build settings from a peer's dict; unknown keys or wrong types raise ValueError."""
+    known = SessionSettings.__dataclass_fields__
+    kinds = {"prompt": str, "backend": str, "mode": str, "color_correction": (int, float)}
+    out = SessionSettings()
+    for key, value in data.items():
+        if key not in known:
+            raise ValueError(f"unknown session setting {key!r}")
+        if value is None:
+            continue
+        want = kinds.get(key, int)
+        if isinstance(value, bool) or not isinstance(value, want):
+            raise ValueError(f"session setting {key!r} has the wrong type {type(value).__name__}")
+        setattr(out, key, float(value) if key == "color_correction" else value)
+    if out.mode not in ("live", "file"):
+        raise ValueError(f"session mode must be 'live' or 'file', not {out.mode!r}")
+    return out
