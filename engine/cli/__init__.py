@@ -1,0 +1,37 @@
+"""`flashtalk` command line: serve | render | bench | models.
+
+Every user mistake ends with one line on stderr and exit code 2; nothing half-written is left.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from engine.cli import bench, models, render, serve
+from engine.cli.common import UserError
+
+COMMANDS = {"serve": serve, "render": render, "bench": bench, "models": models}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flashtalk", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, module in COMMANDS.items():
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except UserError as exc:
+        print(f"flashtalk {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"flashtalk {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

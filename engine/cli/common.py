@@ -1,0 +1,44 @@
+"""Options and errors shared by the `flashtalk` sub-commands."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from engine.backends import DEFAULT_BACKEND, backend_names
+from engine.backends.base import BackendOptions
+
+
+class UserError(Exception):
+    """A mistake the user can fix; printed as one line, exit code 2."""
+
+
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=backend_names(), default=DEFAULT_BACKEND,
+                        help="puppet: CPU, no weights; flashtalk: the diffusion model (GPU)")
+    parser.add_argument("--model", type=Path, help="SoulX-FlashTalk-14B folder (flashtalk backend)")
+    parser.add_argument("--wav2vec", type=Path,
+                        help="chinese-wav2vec2-base folder (default: beside --model)")
+    parser.add_argument("--device", help="torch device for flashtalk, e.g. cuda:0 or cpu")
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs for one session (flashtalk)")
+    parser.add_argument("--precision", choices=["bf16", "fp8"], default="bf16")
+    parser.add_argument("--offload", action="store_true",
+                        help="keep idle flashtalk modules on the CPU (fits 48 GB cards, slower)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the DiT and VAE")
+
+
+def backend_options(args: argparse.Namespace) -> BackendOptions:
+    if args.gpus < 1:
+        raise UserError("--gpus must be at least 1")
+    return BackendOptions(model_dir=args.model, wav2vec_dir=args.wav2vec, device=args.device,
+                          gpus=args.gpus, precision=args.precision, offload=args.offload,
+                          compile=args.compile)
+
+
+def parse_size(text: str | None) -> tuple[int | None, int | None]:
+    if not text:
+        return None, None
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--size {text!r} is not WIDTHxHEIGHT, e.g. 512x512") from None
+    return w, h

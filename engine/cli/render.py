@@ -1,0 +1,149 @@
+"""`flashtalk render`: portrait + audio file -> MP4, through the same server and session as live use.
+
+An in-process engine listens on a private temporary socket and a real client streams the audio to
+it, so render exercises exactly the code a studio session does.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from avkit.audio_decode import AudioFileError, load_audio
+from avkit.mp4_writer import Mp4Writer
+from avkit.portrait_image import PortraitImageError, load_portrait, read_portrait_bytes
+from avkit.timeline import Timeline
+from engine.backends.base import BackendError
+from engine.cli.common import UserError, add_backend_options, backend_options, parse_size
+from engine.protocol.client import EngineClient, EngineError
+from engine.protocol.messages import Error, Event, Frames, Metrics, SessionSettings
+from engine.server import EngineServer, ServerConfig
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+BLOCK_S = 0.5  # audio block sent per message
+AHEAD_S = 20.0  # how far the audio may run ahead of the frames received
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("render", help="render a talking-head MP4 from a portrait and an audio file")
+    p.add_argument("--portrait", type=Path, default=ASSETS / "portrait.png")
+    p.add_argument("--audio", type=Path, default=ASSETS / "speech.wav")
+    p.add_argument("--out", type=Path, default=Path("out/avatar.mp4"))
+    p.add_argument("--size", help="WIDTHxHEIGHT of the video (default: the backend's)")
+    p.add_argument("--fps", type=int, default=Timeline().fps, help="frames per second (25)")
+    p.add_argument("--seed", type=int, help="random seed (default: the backend's)")
+    p.add_argument("--steps", type=int, help="denoising steps (flashtalk)")
+    p.add_argument("--prompt", help="text prompt (flashtalk)")
+    p.add_argument("--metrics-json", type=Path, help="write per-chunk timings and totals here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_backend_options(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    timeline = Timeline()
+    if args.fps != timeline.fps:
+        raise UserError(f"--fps {args.fps} is not supported: the engine renders at {timeline.fps} fps")
+    width, height = parse_size(args.size)
+    try:
+        load_portrait(args.portrait)
+        portrait = read_portrait_bytes(args.portrait)
+        audio = load_audio(args.audio, timeline.sample_rate)
+    except (PortraitImageError, AudioFileError) as exc:
+        raise UserError(str(exc)) from None
+    if args.out.suffix.lower() != ".mp4":
+        raise UserError(f"--out {args.out} must end in .mp4")
+    if args.out.is_dir():
+        raise UserError(f"--out {args.out} is a folder: give a file name ending in .mp4")
+    settings = SessionSettings(width=width, height=height, seed=args.seed, steps=args.steps,
+                               prompt=args.prompt, mode="file")
+    with tempfile.TemporaryDirectory(prefix="flashtalk-render-") as tmp:
+        config = ServerConfig(address=f"ipc://{tmp}/engine.sock", backend=args.backend,
+                              backend_options=backend_options(args))
+        try:
+            server = EngineServer(config)
+            server.bind()
+        except BackendError as exc:
+            raise UserError(str(exc)) from None
+        thread = threading.Thread(target=server.serve_forever, name="engine", daemon=True)
+        thread.start()
+        try:
+            report = _stream(config.address, portrait, audio, settings, args, timeline)
+        finally:
+            server.stop_event.set()
+            thread.join(10)
+    if args.metrics_json:
+        args.metrics_json.parent.mkdir(parents=True, exist_ok=True)
+        args.metrics_json.write_text(json.dumps(report, indent=2))
+    if not args.quiet:
+        print(f"wrote {args.out} ({report['frames']} frames, {report['fps']:.1f} fps rendering)",
+              file=sys.stderr)
+    return 0
+
+
+def _stream(address: str, portrait: bytes, audio: np.ndarray, settings: SessionSettings,
+            args: argparse.Namespace, timeline: Timeline) -> dict:
+    spf = timeline.samples_per_frame
+    total_frames = timeline.frames_covering(audio.size)
+    block = int(BLOCK_S * timeline.sample_rate)
+    with EngineClient(address, client_name="flashtalk-render") as client:
+        try:
+            opened = client.open_session(portrait, settings)
+        except EngineError as exc:
+            raise UserError(str(exc)) from None
+        writer = Mp4Writer(args.out, opened.width, opened.height, timeline.fps, timeline.sample_rate)
+        bar = tqdm(total=total_frames, unit="frame", disable=args.quiet, file=sys.stderr)
+        chunks, metrics, sent, received = [], {}, 0, 0
+        started = time.perf_counter()
+        last_beat = time.monotonic()
+        try:
+            done = False
+            while not done:
+                while sent < audio.size and sent - received * spf < AHEAD_S * timeline.sample_rate:
+                    client.send_audio(audio[sent:sent + block], timeline.sample_rate)
+                    sent += block
+                    if sent >= audio.size:
+                        client.end_audio()
+                if time.monotonic() - last_beat > 1.0:
+                    client.heartbeat()
+                    last_beat = time.monotonic()
+                msg = client.recv(0.2)
+                if isinstance(msg, Frames):
+                    frames = np.frombuffer(msg.rgb, np.uint8).reshape(msg.count, msg.height, msg.width, 3)
+                    writer.write_frames(frames)
+                    writer.write_audio(np.frombuffer(msg.audio, np.float32))
+                    received += msg.count
+                    bar.update(msg.count)
+                    chunks.append({"chunk": msg.chunk, "frames": msg.count, **msg.timings})
+                elif isinstance(msg, Metrics):
+                    metrics = msg.values
+                elif isinstance(msg, Error):
+                    raise UserError(msg.message)
+                elif isinstance(msg, Event) and msg.kind == "session_ended":
+                    done = True
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            bar.close()
+        wall = time.perf_counter() - started
+    return _report(chunks, metrics, received, wall, opened.prepare_ms)
+
+
+def _report(chunks: list[dict], metrics: dict, frames: int, wall: float, prepare_ms: float) -> dict:
+    stages = sorted({k for c in chunks for k in c} - {"chunk", "frames"})
+    per_stage = {}
+    for stage in stages:
+        values = [c[stage] for c in chunks if stage in c]
+        per_stage[stage] = {"median_ms": statistics.median(values), "max_ms": max(values)}
+    return {"frames": frames, "wall_s": wall, "fps": frames / wall if wall else 0.0,
+            "prepare_ms": prepare_ms, "stages": per_stage, "engine": metrics, "chunks": chunks}

@@ -1,0 +1,248 @@
+"""One avatar session: audio in, chunks scheduled on one timeline, frames out.
+
+The server thread pushes audio and reads the outbox; a worker thread prepares the backend stream
+and runs one chunk at a time, so socket I/O never waits for the GPU. Frame k presents samples
+[k*spf, (k+1)*spf): every chunk is cut from that single timeline, whatever the block sizes, rates
+or gaps of the incoming audio.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from avkit.resample import StreamResampler
+from avkit.timeline import Timeline
+from engine.backends.base import AvatarStream, Backend, BackendError
+from engine.protocol.messages import SessionSettings
+from engine.session.audio_ring import AudioRing
+
+
+@dataclass
+class SessionLimits:
+    """Bounds that keep a session's memory flat whatever the client does."""
+
+    outbox_frames: int = 100  # frames waiting for the socket; oldest dropped beyond this
+    live_backlog_s: float = 8.0  # live audio not yet generated; older audio is skipped beyond this
+    file_backlog_s: float = 120.0  # file mode: client must not send further ahead than this
+    idle_gap_s: float = 0.5  # live mode: silence this long -> generate idle chunks
+
+
+@dataclass
+class ChunkOut:
+    """A finished chunk waiting in the outbox (turned into a Frames message by the server)."""
+
+    chunk: int
+    first_frame: int
+    frames: np.ndarray  # [N, H, W, 3] uint8
+    audio: np.ndarray  # [N * spf] float32: the samples these frames present
+    capture_t0: float
+    idle: bool
+    timings: dict = field(default_factory=dict)
+
+
+@dataclass
+class SessionStats:
+    chunks: int = 0
+    frames: int = 0
+    dropped_frames: int = 0  # generated but dropped because the client read too slowly
+    skipped_frames: int = 0  # live audio skipped because the engine fell behind
+    idle_chunks: int = 0
+    compute_s: float = 0.0  # wall time spent in generate()
+
+    def as_dict(self, timeline: Timeline) -> dict:
+        generated_s = self.frames / timeline.fps
+        return {"chunks": self.chunks, "frames": self.frames, "dropped_frames": self.dropped_frames,
+                "skipped_frames": self.skipped_frames, "idle_chunks": self.idle_chunks,
+                "rtf": generated_s / self.compute_s if self.compute_s else 0.0}
+
+
+class LiveSession:
+    """States: preparing -> running -> (draining) -> ended. Thread-safe for the server thread."""
+
+    def __init__(self, session_id: str, backend: Backend, portrait: np.ndarray,
+                 settings: SessionSettings, timeline: Timeline = Timeline(),
+                 limits: SessionLimits = SessionLimits()):
+        self.id = session_id
+        self.settings = settings
+        self.timeline = timeline
+        self.limits = limits
+        self.stats = SessionStats()
+        self.stream: AvatarStream | None = None
+        self.error: BackendError | None = None
+        self.events: deque[tuple[str, str]] = deque(maxlen=64)  # (kind, message) for the server
+        self._backend, self._portrait = backend, portrait
+        self._cond = threading.Condition()
+        self._ring = AudioRing(capacity=int(timeline.sample_rate * (limits.file_backlog_s + 10)),
+                               sample_rate=timeline.sample_rate)
+        self._resamplers: dict[tuple[int, int], StreamResampler] = {}
+        self._outbox: deque[ChunkOut] = deque()
+        self._outbox_count = 0
+        self._ended_input = False
+        self._closing = False
+        self.ready = threading.Event()
+        self.finished = threading.Event()
+        self._last_audio_wall = time.monotonic()
+        self._next_idle_at = 0.0
+        self._next_frame = 0
+        self._thread = threading.Thread(target=self._run, name=f"session-{session_id}", daemon=True)
+        self._thread.start()
+
+    # -- called from the server thread -----------------------------------------------------------
+    def push_audio(self, pcm: np.ndarray, sample_rate: int, channels: int, capture_t: float) -> None:
+        key = (sample_rate, channels)
+        if key not in self._resamplers:
+            self._resamplers = {key: StreamResampler(sample_rate, channels, self.timeline.sample_rate)}
+        mono = self._resamplers[key].push(pcm)
+        with self._cond:
+            if self._ended_input or self._closing:
+                return
+            limit = self.limits.file_backlog_s * self.timeline.sample_rate
+            if self.backlog_samples() + mono.size > limit:
+                raise OverflowError(f"audio sent more than {self.limits.file_backlog_s:.0f} s ahead of "
+                                    "the video; send audio no faster than frames come back")
+            self._ring.append(mono, capture_t)
+            self._last_audio_wall = time.monotonic()
+            self._cond.notify_all()
+
+    def end_audio(self) -> None:
+        with self._cond:
+            for res in self._resamplers.values():
+                self._ring.append(res.flush())
+            self._ended_input = True
+            self._cond.notify_all()
+
+    def close(self, wait: float = 5.0) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(wait)
+
+    def backlog_samples(self) -> int:
+        return self._ring.total - self._next_frame * self.timeline.samples_per_frame
+
+    def pop_chunk(self) -> ChunkOut | None:
+        with self._cond:
+            if not self._outbox:
+                return None
+            out = self._outbox.popleft()
+            self._outbox_count -= len(out.frames)
+            return out
+
+    def unpop_chunk(self, out: ChunkOut) -> None:
+        """Put back a chunk the socket could not take yet (it stays first in line)."""
+        with self._cond:
+            self._outbox.appendleft(out)
+            self._outbox_count += len(out.frames)
+            self._trim_outbox()
+
+    def outbox_frames(self) -> int:
+        return self._outbox_count
+
+    # -- worker thread ---------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            t0 = time.perf_counter()
+            self.stream = self._backend.open_stream(self._portrait, self.settings)
+            self.stream.prepare_ms = self.stream.prepare_ms or (time.perf_counter() - t0) * 1e3
+            self._portrait = None
+            self._last_audio_wall = time.monotonic()
+            self.ready.set()
+            while self._step():
+                pass
+        except BackendError as exc:
+            self.error = exc
+        except Exception as exc:  # noqa: BLE001 - report, never take the engine down
+            self.error = BackendError(f"internal error in the {self.settings.backend} backend: "
+                                      f"{type(exc).__name__}: {exc}".splitlines()[0])
+            traceback.print_exc()
+        finally:
+            if self.stream is not None:
+                self.stream.close()
+            self.ready.set()
+            self.finished.set()
+
+    def _step(self) -> bool:
+        """Wait for the next chunk's audio (or idle/end), generate it. False when done."""
+        assert self.stream is not None
+        spf = self.timeline.samples_per_frame
+        n = self.stream.chunk_frames
+        with self._cond:
+            while True:
+                if self._closing:
+                    return False
+                self._skip_if_behind()
+                end = (self._next_frame + n) * spf
+                if self._ring.total >= end:
+                    idle, count = False, n
+                    break
+                if self._ended_input:
+                    count = self.timeline.frames_covering(self._ring.total) - self._next_frame
+                    if count <= 0:
+                        return False
+                    idle = False
+                    break
+                if self._idle_due():
+                    self._ring.append(np.zeros(end - self._ring.total, np.float32))
+                    self._schedule_next_idle()
+                    idle, count = True, n
+                    break
+                self._cond.wait(0.02)
+            first = self._next_frame
+            audio_in = self._ring.window(end, self.stream.context_samples)
+            shown = self._ring.window(first * spf + count * spf, count * spf)
+            capture_t0 = self._ring.capture_time(first * spf)
+        t0 = time.perf_counter()
+        result = self.stream.generate(audio_in, idle=idle)
+        elapsed = time.perf_counter() - t0
+        frames = result.frames[:count]
+        timings = dict(result.timings)
+        timings["chunk_total"] = elapsed * 1e3
+        with self._cond:
+            self._next_frame = first + n
+            self.stats.chunks += 1
+            self.stats.frames += len(frames)
+            self.stats.idle_chunks += int(idle)
+            self.stats.compute_s += elapsed
+            self._outbox.append(ChunkOut(self.stats.chunks - 1, first, frames, shown, capture_t0,
+                                         idle, timings))
+            self._outbox_count += len(frames)
+            self._trim_outbox()
+            return count == n or not self._ended_input
+
+    def _idle_due(self) -> bool:
+        if self.settings.mode != "live":
+            return False
+        now = time.monotonic()
+        return now - self._last_audio_wall >= self.limits.idle_gap_s and now >= self._next_idle_at
+
+    def _schedule_next_idle(self) -> None:
+        """Idle chunks are paced at real time on a fixed grid, so they neither drift nor burst."""
+        chunk_s = self.stream.chunk_frames / self.timeline.fps
+        now = time.monotonic()
+        due = self._next_idle_at + chunk_s
+        self._next_idle_at = due if now - due < chunk_s else now + chunk_s
+
+    def _skip_if_behind(self) -> None:
+        """Live mode only: if audio piles up faster than we generate, jump to recent audio."""
+        if self.settings.mode != "live":
+            return
+        spf = self.timeline.samples_per_frame
+        limit = int(self.limits.live_backlog_s * self.timeline.sample_rate)
+        backlog = self.backlog_samples()
+        if backlog > limit:
+            skip = (backlog - limit // 2) // spf
+            self._next_frame += skip
+            self.stats.skipped_frames += skip
+            self.events.append(("warning", f"engine slower than real time: skipped "
+                                           f"{skip / self.timeline.fps:.1f} s of audio"))
+
+    def _trim_outbox(self) -> None:
+        while self._outbox_count > self.limits.outbox_frames and len(self._outbox) > 1:
+            old = self._outbox.popleft()
+            self._outbox_count -= len(old.frames)
+            self.stats.dropped_frames += len(old.frames)
