@@ -40,7 +40,9 @@ class Mp4Writer:
         self.path = Path(path)
         self.width, self.height, self.fps, self.sample_rate = width, height, fps, sample_rate
         self.partial = self.path.with_name(f"{self.path.stem}.partial-{os.getpid()}{self.path.suffix or '.mp4'}")
-        options = {"movflags": "frag_keyframe+empty_moov+default_base_moof"} if fragmented else {}
+        # Fragmented: a self-contained fragment per keyframe (1 s), flushed to disk as it is made.
+        options = ({"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+                   if fragmented else {})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._out = av.open(str(self.partial), mode="w", format="mp4", options=options)
         self._video = self._out.add_stream("libx264", rate=fps)
@@ -48,7 +50,7 @@ class Mp4Writer:
         self._video.width, self._video.height = width, height
         self._video.pix_fmt = "yuv420p"
         self._video.options = {"crf": str(crf), "preset": "veryfast",
-                               **({"g": str(fps)} if fragmented else {})}
+                               **({"g": str(fps), "tune": "zerolatency"} if fragmented else {})}
         self._audio = self._out.add_stream("aac", rate=sample_rate)
         self._audio.layout = "mono"
         self._audio.bit_rate = audio_bitrate
@@ -128,6 +130,8 @@ def probe_mp4(path: str | Path) -> Mp4Info:
     with av.open(str(path)) as container:
         vstream = container.streams.video[0] if container.streams.video else None
         astream = container.streams.audio[0] if container.streams.audio else None
+        fps = float(vstream.average_rate or vstream.guessed_rate or 0) if vstream else 0.0
+        width, height = (vstream.width, vstream.height) if vstream else (0, 0)
         frames = sum(1 for _ in container.decode(vstream)) if vstream else 0
     samples, rate = 0, 0
     if astream is not None:
@@ -135,10 +139,8 @@ def probe_mp4(path: str | Path) -> Mp4Info:
             for f in container.decode(container.streams.audio[0]):
                 samples += f.samples
                 rate = f.sample_rate
-    fps = float(vstream.average_rate or vstream.guessed_rate or 0) if vstream else 0.0
     duration = max(frames / fps if fps else 0.0, samples / rate if rate else 0.0)
-    return Mp4Info(video_frames=frames, width=vstream.width if vstream else 0,
-                   height=vstream.height if vstream else 0, fps=fps, audio_samples=samples,
+    return Mp4Info(video_frames=frames, width=width, height=height, fps=fps, audio_samples=samples,
                    audio_rate=rate, duration=duration)
 
 

@@ -42,9 +42,11 @@ def load_portrait(source: str | Path | bytes) -> np.ndarray:
             _check_size(image, name)
             image = ImageOps.exif_transpose(image)
             image.load()
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise PortraitImageError(f"{name} is not a PNG, JPEG or WebP image (or is a decompression "
-                                 "bomb): choose a photo file") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise PortraitImageError(f"{name} has too many pixels for a photo (decompression bomb?): use "
+                                 f"an image of at most {MAX_PIXELS // 1_000_000} megapixels") from None
+    except UnidentifiedImageError:
+        raise PortraitImageError(f"{name} is not a PNG, JPEG or WebP image: choose a photo file") from None
     except (OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, PortraitImageError):
             raise
