@@ -1,0 +1,68 @@
+"""Shared fixtures: real engine processes on private sockets, the shipped assets."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "assets"
+
+
+class EngineProcess:
+    """A `flashtalk serve` child process; stdout is read until its `ready ADDR` line."""
+
+    def __init__(self, address: str, *extra: str, backend: str = "puppet"):
+        self.address = address
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "engine", "serve", "--socket", address, "--backend", backend, *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        line = self.proc.stdout.readline()
+        if not line.startswith("ready "):
+            self.proc.kill()
+            raise RuntimeError(f"engine did not start: {line!r} {self.proc.stderr.read()[-2000:]}")
+
+    def stop(self, sig=None) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate() if sig is None else self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def engine(tmp_path):
+    proc = EngineProcess(f"ipc://{tmp_path}/run/engine.sock", "--client-timeout", "2")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def portrait_bytes() -> bytes:
+    return (ASSETS / "portrait.png").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def speech() -> np.ndarray:
+    from avkit.audio_decode import load_audio
+    return load_audio(ASSETS / "speech.wav")
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")

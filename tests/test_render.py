@@ -1,0 +1,104 @@
+"""`flashtalk render` end to end: real MP4 files, A/V sync, lip motion, bad input."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from avkit.audio_decode import load_audio
+from avkit.mp4_writer import probe_mp4, read_mp4_frames
+from tests.conftest import ASSETS, ROOT
+
+
+def render(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine", "render", "--quiet", *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def default_clip(tmp_path_factory):
+    out = tmp_path_factory.mktemp("render") / "avatar.mp4"
+    metrics = out.with_suffix(".json")
+    result = render("--out", str(out), "--metrics-json", str(metrics))
+    assert result.returncode == 0, result.stderr
+    return out, json.loads(metrics.read_text())
+
+
+def test_default_render_has_both_streams_in_sync(default_clip):
+    out, metrics = default_clip
+    info = probe_mp4(out)
+    duration = load_audio(ASSETS / "speech.wav").size / 16000
+    assert abs(info.video_frames - round(duration * 25)) <= 1
+    assert info.audio_rate == 16000 and abs(info.audio_samples / 16000 - duration) < 0.1
+    assert (info.width, info.height) == (512, 512)
+    assert metrics["frames"] == info.video_frames and "render" in metrics["stages"]
+
+
+def test_mouth_follows_speech_and_background_is_still(default_clip):
+    from engine.backends.puppet.face_landmarks import detect_landmarks, mouth_opening
+    out, _ = default_clip
+    frames = read_mp4_frames(out)
+    audio = load_audio(ASSETS / "speech.wav")
+    openings = []
+    for frame in frames:
+        marks = detect_landmarks(frame)
+        openings.append(mouth_opening(marks) if marks is not None else np.nan)
+    openings = np.array(openings)
+    assert np.isfinite(openings).mean() > 0.95  # the face stays detectable throughout
+    n = min(len(frames), audio.size // 640)
+    envelope = np.sqrt((audio[:n * 640].reshape(n, 640) ** 2).mean(axis=1))
+    smooth = np.convolve(envelope, np.ones(3) / 3, mode="same")
+    ok = np.isfinite(openings[:n])
+    r = np.corrcoef(openings[:n][ok], smooth[ok])[0, 1]
+    assert r >= 0.5, f"mouth opening vs audio envelope r={r:.2f}"
+    silent = smooth < 0.01
+    assert silent.any() and np.nanmedian(openings[:n][silent]) < np.nanmedian(openings[:n][~silent])
+    corners = np.concatenate([frames[:, :48, :48], frames[:, :48, -48:]], axis=1).astype(np.float32)
+    assert corners.std(axis=0).mean() < 2.0  # background pixels do not move
+
+
+@pytest.mark.parametrize("case", ["missing_portrait", "not_an_image", "bad_audio", "bad_out", "bad_size"])
+def test_bad_input_gets_one_line_and_exit_2(tmp_path, case):
+    junk = tmp_path / "junk.png"
+    junk.write_text("hello")
+    out = tmp_path / "o.mp4"
+    args = {"missing_portrait": ["--portrait", str(tmp_path / "nope.png")],
+            "not_an_image": ["--portrait", str(junk)],
+            "bad_audio": ["--audio", str(junk)],
+            "bad_out": ["--out", str(tmp_path / "o.avi")],
+            "bad_size": ["--size", "big"]}[case]
+    if case != "bad_out":
+        args += ["--out", str(out)]
+    result = render(*args, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flashtalk render: "), result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.glob("o*")) == []
+
+
+def test_portrait_without_face_is_a_clear_error(tmp_path):
+    from PIL import Image
+    blank = tmp_path / "wall.png"
+    Image.new("RGB", (256, 256), (120, 130, 140)).save(blank)
+    result = render("--portrait", str(blank), "--out", str(tmp_path / "o.mp4"), timeout=60)
+    assert result.returncode == 2 and "no face" in result.stderr
+    assert list(tmp_path.glob("o*")) == []
+
+
+def test_interrupted_render_leaves_no_file(tmp_path):
+    long_audio = tmp_path / "long.wav"
+    subprocess.run(["sox", str(ASSETS / "speech.wav"), str(long_audio), "repeat", "20"], check=True)
+    out = tmp_path / "o.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "render", "--quiet", "--audio",
+                             str(long_audio), "--out", str(out)], cwd=ROOT,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 130
+    assert list(tmp_path.glob("o*")) == []

@@ -1,0 +1,179 @@
+"""A real `flashtalk serve` process and real clients over the socket."""
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import time
+
+import msgpack
+import numpy as np
+import psutil
+import pytest
+import zmq
+
+from engine.protocol import EngineClient, EngineError, SessionSettings, token_path
+from engine.protocol.codec import decode, encode
+from engine.protocol.messages import Error, Event, Frames, Hello, Metrics
+
+
+def run_file_session(client: EngineClient, portrait: bytes, audio: np.ndarray, size=128,
+                     block: int = 1600) -> tuple[list[Frames], dict]:
+    client.open_session(portrait, SessionSettings(width=size, height=size, mode="file"))
+    for i in range(0, audio.size, block):
+        client.send_audio(audio[i:i + block], 16000)
+    client.end_audio()
+    frames, metrics = [], {}
+    while True:
+        msg = client.recv(20)
+        assert msg is not None, "engine stopped answering"
+        if isinstance(msg, Frames):
+            frames.append(msg)
+        elif isinstance(msg, Metrics):
+            metrics = msg.values
+        elif isinstance(msg, Error):
+            raise AssertionError(msg.message)
+        elif isinstance(msg, Event) and msg.kind == "session_ended":
+            return frames, metrics
+
+
+def test_full_session_keeps_one_exact_timeline(engine, portrait_bytes, speech):
+    audio = speech[:16000 * 3 + 123]
+    with EngineClient(engine.address) as client:
+        frames, _ = run_file_session(client, portrait_bytes, audio)
+    assert [f.first_frame for f in frames] == list(np.cumsum([0] + [f.count for f in frames[:-1]]))
+    total = sum(f.count for f in frames)
+    assert total == -(-audio.size // 640)
+    shown = np.concatenate([np.frombuffer(f.audio, np.float32) for f in frames])
+    assert shown.size == total * 640
+    np.testing.assert_array_equal(shown[:audio.size], audio)  # frames carry exactly the input audio
+    assert not shown[audio.size:].any()
+    f0 = frames[0]
+    assert len(f0.rgb) == f0.count * f0.width * f0.height * 3 and "chunk_total" in f0.timings
+
+
+def test_two_sessions_in_a_row_and_busy_error(engine, portrait_bytes, speech):
+    with EngineClient(engine.address) as a, EngineClient(engine.address) as b:
+        run_file_session(a, portrait_bytes, speech[:8000])
+        a.open_session(portrait_bytes, SessionSettings(width=128, height=128))
+        with pytest.raises(EngineError) as info:
+            b.open_session(portrait_bytes, SessionSettings(width=128, height=128), timeout=5)
+        assert info.value.code == "busy"
+        a.close_session()
+        time.sleep(0.2)
+        frames, _ = run_file_session(b, portrait_bytes, speech[:8000])
+        assert sum(f.count for f in frames) == 13
+
+
+def test_wrong_token_and_wrong_version_are_refused(engine):
+    with pytest.raises(EngineError) as info:
+        EngineClient(engine.address, token="not-the-token").connect(timeout=5)
+    assert info.value.code == "auth" and "token" in str(info.value)
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(engine.address)
+    sock.send_multipart(encode(Hello(version=99, token="x")))
+    assert sock.poll(5000)
+    reply = decode(sock.recv_multipart())
+    assert isinstance(reply, Error) and reply.code == "version" and "99" in reply.message
+    sock.close()
+
+
+def test_unauthenticated_and_malformed_messages_get_errors_and_do_not_wedge(engine, portrait_bytes, speech):
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(engine.address)
+    for parts in ([b"\xc1garbage"], [msgpack.packb({"type": "audio"}), b"x", b"y"],
+                  [msgpack.packb({"type": "open_session", "settings": {}}), b"png"]):
+        sock.send_multipart(parts)
+        assert sock.poll(5000)
+        reply = decode(sock.recv_multipart())
+        assert isinstance(reply, Error) and reply.code in ("protocol", "auth")
+    sock.close()
+    with EngineClient(engine.address) as client:  # the engine still serves real clients
+        frames, metrics = run_file_session(client, portrait_bytes, speech[:6400])
+    assert sum(f.count for f in frames) == 10 and metrics["malformed"] >= 2
+
+
+def test_bad_portrait_and_bad_settings_are_clear_errors(engine, speech):
+    with EngineClient(engine.address) as client:
+        with pytest.raises(EngineError) as info:
+            client.open_session(b"not an image")
+        assert info.value.code == "bad_portrait"
+        with pytest.raises(EngineError) as info:
+            client.open_session(b"x", SessionSettings(backend="flashtalk"))
+        assert info.value.code == "bad_settings" and "--backend flashtalk" in str(info.value)
+
+
+def test_client_that_vanishes_frees_the_engine(engine, portrait_bytes, speech):
+    ghost = EngineClient(engine.address)
+    ghost.connect()
+    ghost.open_session(portrait_bytes, SessionSettings(width=128, height=128))
+    ghost.send_audio(speech[:16000], 16000)
+    ghost.close()  # gone without closing its session; the engine times it out (2 s here)
+    with EngineClient(engine.address) as client:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.open_session(portrait_bytes, SessionSettings(width=128, height=128), timeout=5)
+                break
+            except EngineError as exc:
+                assert exc.code == "busy" and time.monotonic() < deadline
+                time.sleep(0.5)
+        client.close_session()
+
+
+def test_slow_client_gets_dropped_frames_not_unbounded_memory(engine, portrait_bytes):
+    rss = psutil.Process(engine.proc.pid)
+    with EngineClient(engine.address, rcvhwm=2) as client:
+        client.open_session(portrait_bytes, SessionSettings(width=256, height=256, mode="file"))
+        audio = np.random.default_rng(0).normal(0, 0.1, 16000 * 60).astype(np.float32)
+        for i in range(0, audio.size, 16000):
+            client.send_audio(audio[i:i + 16000], 16000)
+        client.end_audio()
+        time.sleep(8)  # not reading: frames pile up in the engine, which must drop the oldest
+        peak = rss.memory_info().rss
+        received, metrics = 0, {}
+        while True:
+            msg = client.recv(20)
+            assert msg is not None
+            if isinstance(msg, Frames):
+                received += msg.count
+            elif isinstance(msg, Metrics):
+                metrics = msg.values
+            elif isinstance(msg, Event) and msg.kind == "session_ended":
+                break
+    assert metrics["dropped_frames"] > 0
+    assert received + metrics["dropped_frames"] == 1500
+    assert peak < 800 * 2**20, f"engine grew to {peak / 2**20:.0f} MB"
+
+
+def test_live_mode_keeps_the_avatar_alive_in_silence(engine, portrait_bytes):
+    with EngineClient(engine.address) as client:
+        client.open_session(portrait_bytes, SessionSettings(width=128, height=128, mode="live"))
+        start, frames, idle = time.monotonic(), 0, 0
+        while time.monotonic() - start < 2.5:
+            msg = client.recv(0.1)
+            if isinstance(msg, Frames):
+                frames += msg.count
+                idle += msg.count if msg.idle else 0
+        client.close_session()
+    # After a 0.5 s grace the engine generates idle frames at real time (25 fps).
+    assert 35 <= frames <= 60 and idle == frames
+
+
+def test_sigterm_shuts_down_cleanly_and_files_are_private(engine):
+    sock_path = engine.address[len("ipc://"):]
+    tok = token_path(engine.address)
+    assert stat.S_IMODE(os.stat(tok).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(sock_path)).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(sock_path).st_mode) & 0o077 == 0
+    assert engine.stop(signal.SIGTERM) == 0
+    assert not os.path.exists(sock_path) and not tok.exists()
+
+
+def test_second_engine_on_a_live_socket_is_refused(engine):
+    from tests.conftest import EngineProcess
+    with pytest.raises(RuntimeError, match="already serving"):
+        EngineProcess(engine.address)
