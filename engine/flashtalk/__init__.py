@@ -1,0 +1,1 @@
+"""The FlashTalk diffusion backend: model (DiT, VAE, encoders), weights, pipeline, parallel."""
