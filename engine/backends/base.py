@@ -48,6 +48,8 @@ class BackendOptions:
     precision: str = "bf16"  # "bf16" or "fp8" (flashtalk)
     offload: bool = False  # flashtalk: keep idle modules on the CPU (slower, fits 48 GB cards)
     compile: bool = False  # flashtalk: torch.compile the DiT and VAE
+    attention: str | None = None  # flashtalk: attention kernel (None: fastest that runs here)
+    random_weights: str | None = None  # flashtalk benchmarks: "14b" or "tiny" random model, no checkpoint
 
 
 @dataclass

@@ -35,6 +35,9 @@ def add_parser(sub) -> None:
     p.add_argument("--chunks", type=int, default=20, help="chunks to time after the first")
     p.add_argument("--steps", type=int, help="denoising steps (flashtalk)")
     p.add_argument("--json", type=Path, help="write the full result here")
+    p.add_argument("--random-weights", choices=["14b"],
+                   help="flashtalk: build the 14B model with random weights on the device "
+                        "(--model then only needs the tokenizer, e.g. a `models make-tiny` folder)")
     add_backend_options(p)
     p.set_defaults(run=run)
 

@@ -24,6 +24,8 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--offload", action="store_true",
                         help="keep idle flashtalk modules on the CPU (fits 48 GB cards, slower)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the DiT and VAE")
+    parser.add_argument("--attention", help="flashtalk attention kernel: cudnn, flash, efficient, "
+                        "math, flash_attn (default: the fastest that runs here)")
 
 
 def backend_options(args: argparse.Namespace) -> BackendOptions:
@@ -31,7 +33,8 @@ def backend_options(args: argparse.Namespace) -> BackendOptions:
         raise UserError("--gpus must be at least 1")
     return BackendOptions(model_dir=args.model, wav2vec_dir=args.wav2vec, device=args.device,
                           gpus=args.gpus, precision=args.precision, offload=args.offload,
-                          compile=args.compile)
+                          compile=args.compile, attention=args.attention,
+                          random_weights=getattr(args, "random_weights", None))
 
 
 def parse_size(text: str | None) -> tuple[int | None, int | None]:

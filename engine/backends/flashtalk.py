@@ -1,0 +1,115 @@
+"""The FlashTalk diffusion backend: our SoulX-FlashTalk pipeline behind the AvatarStream interface."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.backends.base import (
+    AvatarStream,
+    Backend,
+    BackendOptions,
+    BackendUnavailable,
+    ChunkResult,
+    OutOfMemory,
+    SettingsError,
+)
+from engine.flashtalk.pipeline.models import T5_TOKENIZER, FlashTalkModels
+from engine.flashtalk.pipeline.settings import StreamSettings
+from engine.flashtalk.pipeline.streaming import StreamingPipeline, StreamState
+from engine.flashtalk.weights import CheckpointError, validate_model_dir
+from engine.protocol.messages import SessionSettings
+
+WAV2VEC_FOLDER = "chinese-wav2vec2-base"
+
+
+def _oom_error(exc: BaseException) -> OutOfMemory:
+    return OutOfMemory("the GPU ran out of memory: use a smaller --size, fewer GPUs' worth of work "
+                       f"per card (--gpus N), or --offload ({str(exc).splitlines()[0][:120]})")
+
+
+class FlashTalkStream(AvatarStream):
+    def __init__(self, pipeline: StreamingPipeline, state: StreamState):
+        s = state.settings
+        self.pipeline, self.state = pipeline, state
+        self.width, self.height = s.width, s.height
+        self.chunk_frames = s.new_frames
+        self.context_samples = s.window_samples
+        self.prepare_ms = sum(state.prepare_ms.values())
+
+    def generate(self, audio: np.ndarray, idle: bool = False) -> ChunkResult:
+        try:
+            frames, timings = self.pipeline.generate(self.state, audio)
+        except torch.OutOfMemoryError as exc:
+            raise _oom_error(exc) from None
+        return ChunkResult(frames, timings)
+
+    def memory_report(self) -> dict:
+        return self.pipeline.models.memory_report()
+
+    def close(self) -> None:
+        self.state = None
+        if self.pipeline.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+class FlashTalkBackend(Backend):
+    name = "flashtalk"
+
+    def __init__(self, options: BackendOptions):
+        self.options = options
+        device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        t0 = time.perf_counter()
+        models = self._load(options, device)
+        models.dit.set_attention_backend(options.attention)
+        if options.compile:
+            models.dit = torch.compile(models.dit)
+            models.vae.model.encode = torch.compile(models.vae.model.encode)
+            models.vae.model.decode = torch.compile(models.vae.model.decode)
+        self.load_s = time.perf_counter() - t0
+        self.pipeline = StreamingPipeline(models)
+
+    @staticmethod
+    def _load(options: BackendOptions, device: torch.device) -> FlashTalkModels:
+        model_dir = Path(options.model_dir) if options.model_dir else None
+        if model_dir is None:
+            raise BackendUnavailable("the flashtalk backend needs --model DIR (the SoulX-FlashTalk-14B "
+                                     "folder): get it with `flashtalk models download DIR`")
+        wav2vec = Path(options.wav2vec_dir) if options.wav2vec_dir else model_dir.parent / WAV2VEC_FOLDER
+        if options.random_weights:
+            if options.random_weights != "14b":
+                raise BackendUnavailable("--random-weights supports only 14b (use `flashtalk models "
+                                         "make-tiny` for a small model)")
+            return FlashTalkModels.random_14b(model_dir / T5_TOKENIZER, device)
+        try:
+            validate_model_dir(model_dir, wav2vec)
+        except CheckpointError as exc:
+            raise BackendUnavailable(str(exc)) from None
+        try:
+            return FlashTalkModels.from_checkpoint(model_dir, wav2vec, device)
+        except torch.OutOfMemoryError as exc:
+            raise _oom_error(exc) from None
+
+    def open_stream(self, portrait: np.ndarray, settings: SessionSettings) -> FlashTalkStream:
+        motion = settings.motion_frames or StreamSettings.motion_frames
+        try:
+            stream_settings = StreamSettings().with_overrides(
+                width=settings.width, height=settings.height, steps=settings.steps, seed=settings.seed,
+                prompt=settings.prompt, motion_frames=settings.motion_frames,
+                frame_num=settings.chunk_frames + motion if settings.chunk_frames else None,
+                color_correction=settings.color_correction)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+        try:
+            state = self.pipeline.prepare(portrait, stream_settings)
+        except torch.OutOfMemoryError as exc:
+            raise _oom_error(exc) from None
+        return FlashTalkStream(self.pipeline, state)
+
+    def close(self) -> None:
+        self.pipeline = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -1,0 +1,126 @@
+"""The set of networks the streaming pipeline drives, loaded once per engine.
+
+GPU memory plan for one 80 GB card (14B): DiT 37.8 GB, VAE, CLIP and wav2vec2 stay resident;
+the 11 GB umT5 encoder runs only for prompts not seen before (embeddings are cached per prompt)
+and then leaves the GPU, so a new portrait is prepared with CLIP + VAE alone.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from engine.flashtalk.model.clip import CLIPVisual, CLIPVisualConfig
+from engine.flashtalk.model.dit import FlashTalkDiT
+from engine.flashtalk.model.t5 import T5TextEncoder, UMT5Config, UMT5Encoder
+from engine.flashtalk.model.vae import WanVAE, WanVAEConfig, build_diffusers_vae
+from engine.flashtalk.model.wav2vec import Wav2VecFeatures, normalize_loudness
+from engine.flashtalk.parallel.sequence_parallel import SequenceParallel
+
+# File names of the official layout (FLASHTALK_MODEL.md section 2).
+T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
+T5_TOKENIZER = "google/umt5-xxl"
+CLIP_FILE = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
+VAE_FILE = "Wan2.1_VAE.pth"
+
+
+@dataclass
+class FlashTalkModels:
+    dit: FlashTalkDiT
+    vae: WanVAE
+    clip: CLIPVisual
+    text_encoder: T5TextEncoder
+    audio_encoder: Wav2VecFeatures
+    device: torch.device
+    dtype: torch.dtype = torch.bfloat16
+    parallel: SequenceParallel | None = None
+    offload_text_encoder: bool = True
+    _prompt_cache: dict = field(default_factory=dict)
+    normalize_loudness = staticmethod(normalize_loudness)
+
+    # -- loading ---------------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, model_dir: Path, wav2vec_dir: Path, device: torch.device,
+                        dtype: torch.dtype = torch.bfloat16) -> FlashTalkModels:
+        """Load the official layout (validated beforehand by weights.validate_model_dir)."""
+        from engine.flashtalk.weights.dit_loader import load_dit
+
+        dit = load_dit(model_dir, device=device, dtype=dtype)
+        vae = WanVAE.from_official(model_dir / VAE_FILE, device=device, dtype=dtype)
+        clip = CLIPVisual.from_official(model_dir / CLIP_FILE, device=device, dtype=torch.float16)
+        text = T5TextEncoder.from_official(model_dir / T5_FILE, model_dir / T5_TOKENIZER, device="cpu")
+        audio = Wav2VecFeatures.from_dir(wav2vec_dir, device=device)
+        return cls(dit, vae, clip, text, audio, device, dtype)
+
+    @classmethod
+    def random_14b(cls, tokenizer_dir: Path, device: torch.device, dtype: torch.dtype = torch.bfloat16,
+                   seed: int = 0) -> FlashTalkModels:
+        """The 14B shapes with random weights, built directly on `device` (benchmarks, no download).
+
+        Every network has its real size (DiT, VAE, ViT-H/14, umT5-XXL, a wav2vec2-base) so time and
+        memory are those of the real model; only a tokenizer folder is needed.
+        """
+        from transformers import AutoTokenizer, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+        torch.manual_seed(seed)
+        with _default_dtype(dtype), torch.device(device):
+            dit = FlashTalkDiT(**FlashTalkDiT.official_config()).eval().requires_grad_(False)
+            vae_model = build_diffusers_vae(WanVAEConfig())
+            t5 = UMT5Encoder(UMT5Config()).eval().requires_grad_(False)
+        with _default_dtype(torch.float16), torch.device(device):
+            clip = CLIPVisual(CLIPVisualConfig()).eval().requires_grad_(False)
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+        w2v = Wav2Vec2Model(Wav2Vec2Config()).to(device)  # chinese-wav2vec2-base: 12 layers of 768
+        audio = Wav2VecFeatures(w2v, Wav2Vec2FeatureExtractor(return_attention_mask=True))
+        return cls(dit, WanVAE(vae_model, device), clip, T5TextEncoder(t5, tokenizer),
+                   audio, torch.device(device), dtype)
+
+    # -- what the pipeline calls -----------------------------------------------------------------
+    def encode_text(self, prompt: str) -> torch.Tensor:
+        """-> [1, L, text_dim]; cached per prompt, the encoder visits the GPU only on a miss."""
+        if prompt not in self._prompt_cache:
+            encoder = self.text_encoder
+            if self.offload_text_encoder:
+                encoder.model.to(self.device)
+            try:
+                self._prompt_cache[prompt] = encoder.encode([prompt]).to(self.device, self.dtype)
+            finally:
+                if self.offload_text_encoder:
+                    encoder.model.to("cpu")
+                    if self.device.type == "cuda":
+                        torch.cuda.empty_cache()
+        return self._prompt_cache[prompt]
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """image [1, 3, H, W] in [-1, 1] -> [1, 257, clip_dim] in the DiT dtype."""
+        return self.clip.encode_image(image).to(self.dtype)
+
+    def vae_encode(self, video: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(video).to(self.dtype)
+
+    def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents)
+
+    def dit_forward(self, latent: torch.Tensor, t: torch.Tensor, state, audio: torch.Tensor) -> torch.Tensor:
+        """latent [16, F, h, w] -> float32 velocity [16, F, h, w]."""
+        x = torch.cat([latent.to(self.dtype), state.cond[0]], dim=0)[None]  # [1, 36, F, h, w]
+        return self.dit(x, t, state.context, state.clip, audio, parallel=self.parallel)[0]
+
+    def memory_report(self) -> dict:
+        if self.device.type != "cuda":
+            return {}
+        return {"gpu_peak_gb": torch.cuda.max_memory_allocated(self.device) / 2**30,
+                "gpu_reserved_gb": torch.cuda.max_memory_reserved(self.device) / 2**30}
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype):
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
