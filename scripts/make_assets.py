@@ -53,8 +53,8 @@ def speak(text: str, workdir: Path, index: int) -> np.ndarray:
     resampled = workdir / f"sentence{index}.wav"
     subprocess.run(["espeak-ng", "-v", VOICE, "-s", str(WORDS_PER_MINUTE), "-w", str(raw), text],
                    check=True)
-    subprocess.run(["sox", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(resampled)],
-                   check=True)
+    subprocess.run(["sox", "-D", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16",  # -D: no dither,
+                    str(resampled)], check=True)  # so the file is the same on every run
     with wave.open(str(resampled), "rb") as wav:
         pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
     audio = pcm.astype(np.float32) / 32768.0
