@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.flashtalk.model.state_dict_check import describe_key_mismatch, load_official_pth
+from engine.flashtalk.model.state_dict_check import Shapes, describe_key_mismatch, load_official_pth
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -22,8 +22,6 @@ CLIP_HEAD_DIM = 80      # ViT-H/14: 1280 / 16 heads; the head count is read back
 LAYER_NORM_EPS = 1e-5
 VISUAL_PREFIX = "visual."
 CLIP_CHECKPOINT_NAME = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
-
-Shapes = dict[str, tuple[int, ...]]
 
 
 @dataclass(frozen=True)

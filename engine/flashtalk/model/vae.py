@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKLWan
 
-from engine.flashtalk.model.state_dict_check import describe_key_mismatch, load_official_pth
+from engine.flashtalk.model.state_dict_check import Shapes, describe_key_mismatch, load_official_pth
 
 # Per-channel statistics of Wan2.1 latents: normalised latent = (mu - mean) / std.
 LATENT_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
@@ -25,8 +25,6 @@ TEMPORAL_DOWNSAMPLE = (False, True, True)
 TEMPORAL_STRIDE = 4
 SPATIAL_STRIDE = 8
 RGB = 3
-
-Shapes = dict[str, tuple[int, ...]]
 
 
 @dataclass(frozen=True)
