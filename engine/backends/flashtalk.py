@@ -92,6 +92,8 @@ class FlashTalkBackend(Backend):
             return FlashTalkModels.from_checkpoint(model_dir, wav2vec, device)
         except torch.OutOfMemoryError as exc:
             raise _oom_error(exc) from None
+        except (FileNotFoundError, ValueError) as exc:  # damaged files the validation could not see
+            raise BackendUnavailable(str(exc).splitlines()[0]) from None
 
     def open_stream(self, portrait: np.ndarray, settings: SessionSettings) -> FlashTalkStream:
         motion = settings.motion_frames or StreamSettings.motion_frames

@@ -1,0 +1,1 @@
+"""The streaming FlashTalk pipeline: session prepare, then chunk after chunk."""
