@@ -61,17 +61,20 @@ def rel_err(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def attention_check(length: int = 12096) -> dict:
-    """cuDNN / flash / efficient SDPA vs float64 math at the real sequence length (not a multiple of 128)."""
+    """SDPA kernels at the real sequence length (not a multiple of 128): error vs float64 on 4 heads,
+    speed on all 40 heads."""
     from engine.flashtalk.model.attention import attention, available_backends
     torch.manual_seed(0)
     q, k, v = (torch.randn(1, length, 40, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    small = [x[:, :, :4] for x in (q, k, v)]
     ref = torch.nn.functional.scaled_dot_product_attention(
-        *(x.double().transpose(1, 2) for x in (q, k, v))).transpose(1, 2)
+        *(x.double().transpose(1, 2) for x in small)).transpose(1, 2)
     out = {}
     for name in available_backends("cuda"):
         if name == "math":
             continue
-        y = attention(q, k, v, backend=name)
+        y = attention(*small, backend=name)
+        attention(q, k, v, backend=name)
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         for _ in range(10):
@@ -81,6 +84,9 @@ def attention_check(length: int = 12096) -> dict:
         flops = 4 * length * length * 128 * 40
         out[name] = {"rel_err_vs_fp64": float((y.double() - ref).norm() / ref.norm()), "ms": ms,
                      "tflops": flops / ms / 1e9}
+    del q, k, v, small, ref
+    torch.cuda.empty_cache()
+    print("attention", json.dumps(out), flush=True)
     return out
 
 

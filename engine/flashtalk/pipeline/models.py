@@ -45,8 +45,11 @@ class FlashTalkModels:
     def from_checkpoint(cls, model_dir: Path, wav2vec_dir: Path, device: torch.device,
                         dtype: torch.dtype = torch.bfloat16) -> FlashTalkModels:
         """Load the official layout (validated beforehand by weights.validate_model_dir)."""
+        from transformers.utils import logging as hf_logging
+
         from engine.flashtalk.weights.dit_loader import load_dit
 
+        hf_logging.disable_progress_bar()  # the engine reports its own load time
         dit = load_dit(model_dir, device=device, dtype=dtype)
         vae = WanVAE.from_official(model_dir / VAE_FILE, device=device, dtype=dtype)
         clip = CLIPVisual.from_official(model_dir / CLIP_FILE, device=device, dtype=torch.float16)

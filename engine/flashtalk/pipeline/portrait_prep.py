@@ -16,7 +16,7 @@ def cover_resize_crop(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     resized = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), resample=Image.BILINEAR))
     top = int(round((new_h - height) / 2.0))  # torchvision center_crop's rounding
     left = int(round((new_w - width) / 2.0))
-    return np.ascontiguousarray(resized[top:top + height, left:left + width])
+    return np.array(resized[top:top + height, left:left + width])  # a writable copy
 
 
 def reference_tensor(rgb: np.ndarray, height: int, width: int, device, dtype) -> torch.Tensor:

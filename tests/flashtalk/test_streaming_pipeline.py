@@ -1,0 +1,135 @@
+"""The streaming FlashTalk pipeline on a tiny official-layout checkpoint, on the CPU."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from avkit.mp4_writer import probe_mp4  # noqa: E402
+from engine.backends.base import BackendOptions, BackendUnavailable, SettingsError  # noqa: E402
+from engine.flashtalk.pipeline.color_correction import lab_to_rgb, match_colors, rgb_to_lab  # noqa: E402
+from engine.flashtalk.pipeline.timesteps import sampling_timesteps  # noqa: E402
+from engine.protocol.messages import SessionSettings  # noqa: E402
+from tests.conftest import ASSETS, ROOT  # noqa: E402
+
+SIZE = dict(width=64, height=64)
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    from engine.flashtalk.weights import make_tiny
+    root = tmp_path_factory.mktemp("tiny")
+    make_tiny(root, seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_root):
+    from engine.backends.flashtalk import FlashTalkBackend
+    return FlashTalkBackend(BackendOptions(model_dir=tiny_root / "SoulX-FlashTalk-14B", device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def portrait():
+    from avkit.portrait_image import load_portrait
+    return load_portrait(ASSETS / "portrait.png")
+
+
+def _windows(stream, speech, chunks):
+    n, ctx = stream.chunk_frames, stream.context_samples
+    for i in range(chunks):
+        end = (i + 1) * n * 640
+        window = speech[max(0, end - ctx):end]
+        yield np.pad(window, (ctx - window.size, 0))
+
+
+def test_official_timesteps():
+    assert sampling_timesteps(4, 5.0) == pytest.approx([1000, 937.5, 833.3333, 625, 0], abs=1e-3)
+
+
+def test_color_correction_roundtrip_and_matching():
+    rgb = torch.rand(2, 5, 7, 3, dtype=torch.float64)
+    assert torch.allclose(lab_to_rgb(rgb_to_lab(rgb)), rgb, atol=1e-4)
+    ref = torch.rand(1, 3, 1, 16, 16) * 2 - 1
+    video = (ref.repeat(1, 1, 3, 1, 1) * 0.5 + 0.3).clamp(-1, 1)  # a colour-shifted copy
+    fixed = match_colors(video, ref, 1.0)
+    assert (fixed - ref).abs().mean() < (video - ref).abs().mean() / 3
+    assert torch.equal(match_colors(video, ref, 0.0), video)
+
+
+def test_chunks_stream_from_motion_latents_and_repeat_with_the_seed(backend, portrait, speech):
+    outs = []
+    for _ in range(2):
+        stream = backend.open_stream(portrait, SessionSettings(seed=7, **SIZE))
+        assert stream.state.motion.shape[2] == 1  # chunk 0: the portrait's latent only
+        chunks = []
+        for window in _windows(stream, speech, 3):
+            res = stream.generate(window)
+            assert res.frames.shape == (28, 64, 64, 3) and res.frames.dtype == np.uint8
+            assert {"audio_features", "dit_step_3", "vae_decode", "vae_encode"} <= res.timings.keys()
+            assert stream.state.motion.shape[2] == 2  # then the last 5 frames -> 2 latents
+            chunks.append(res.frames)
+        outs.append(np.stack(chunks))
+    np.testing.assert_array_equal(outs[0], outs[1])
+    other = backend.open_stream(portrait, SessionSettings(seed=8, **SIZE))
+    assert not np.array_equal(other.generate(next(_windows(other, speech, 1))).frames, outs[0][0])
+
+
+def test_motion_latents_carry_over_between_chunks(backend, portrait, speech):
+    stream = backend.open_stream(portrait, SessionSettings(seed=1, **SIZE))
+    windows = list(_windows(stream, speech, 2))
+    stream.generate(windows[0])
+    gen_state = stream.state.generator.get_state()
+    carried = stream.state.motion.clone()
+    second = stream.generate(windows[1]).frames
+    stream.state.generator.set_state(gen_state)  # same noise, different motion latents
+    stream.state.motion = torch.zeros_like(carried)
+    assert not np.array_equal(stream.generate(windows[1]).frames, second)
+
+
+def test_many_chunks_keep_memory_flat(backend, portrait):
+    import psutil
+    stream = backend.open_stream(portrait, SessionSettings(**SIZE))
+    silence = np.zeros(stream.context_samples, np.float32)
+    rss = []
+    for _ in range(8):
+        stream.generate(silence)
+        rss.append(psutil.Process().memory_info().rss)
+    assert rss[-1] - rss[2] < 64 * 2**20
+
+
+def test_bad_settings_are_one_line_errors(backend, portrait):
+    with pytest.raises(SettingsError, match="multiple of 16"):
+        backend.open_stream(portrait, SessionSettings(width=70, height=64))
+    with pytest.raises(SettingsError, match="4k\\+1"):
+        backend.open_stream(portrait, SessionSettings(chunk_frames=27, **SIZE))
+
+
+def test_missing_model_dir_is_a_clear_error(tmp_path):
+    from engine.backends.flashtalk import FlashTalkBackend
+    with pytest.raises(BackendUnavailable, match="--model"):
+        FlashTalkBackend(BackendOptions())
+    with pytest.raises(BackendUnavailable):
+        FlashTalkBackend(BackendOptions(model_dir=tmp_path / "nothing", device="cpu"))
+
+
+def test_render_through_the_flashtalk_backend(tiny_root, tmp_path):
+    speech = tmp_path / "short.wav"
+    subprocess.run(["sox", str(ASSETS / "speech.wav"), str(speech), "trim", "0", "2.5"], check=True)
+    out, metrics = tmp_path / "ft.mp4", tmp_path / "ft.json"
+    result = subprocess.run([sys.executable, "-m", "engine", "render", "--quiet", "--backend", "flashtalk",
+                             "--model", str(tiny_root / "SoulX-FlashTalk-14B"), "--device", "cpu",
+                             "--size", "64x64", "--audio", str(speech), "--out", str(out),
+                             "--metrics-json", str(metrics)], capture_output=True, text=True, cwd=ROOT,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    info = probe_mp4(out)
+    assert info.video_frames == 63 and (info.width, info.height) == (64, 64)
+    assert abs(info.audio_samples / 16000 - 2.5) < 0.1
+    stages = json.loads(metrics.read_text())["stages"]
+    assert {"dit_step_0", "vae_decode", "color_correction"} <= stages.keys()
