@@ -85,7 +85,7 @@ def documented_commands() -> list[tuple[str, list[str]]]:
     """Every `flashtalk ...` and `torchrun ... -m engine serve ...` line in the docs' code blocks."""
     found = []
     for doc in DOCS:
-        blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", doc.read_text(), re.S)
+        blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", doc.read_text(), re.S)
         for block in blocks:
             for line in block.replace("\\\n", " ").splitlines():
                 words = shlex.split(line, comments=True)
