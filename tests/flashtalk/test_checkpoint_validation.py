@@ -1,0 +1,194 @@
+"""Checkpoint folders: the tiny one validates and loads; each kind of damage gets a one-line error naming the file."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from safetensors.torch import load_file, save_file  # noqa: E402
+
+from engine.flashtalk.model import t5  # noqa: E402
+from engine.flashtalk.model.dit import FlashTalkDiT  # noqa: E402
+from engine.flashtalk.weights import CheckpointError, load_dit, make_tiny, validate_model_dir  # noqa: E402
+from engine.flashtalk.weights.checkpoint_layout import (CLIP_CHECKPOINT, DIT_CONFIG, DIT_INDEX,  # noqa: E402
+                                                        T5_CHECKPOINT, T5_TOKENIZER, VAE_CHECKPOINT,
+                                                        WAV2VEC_CONFIG)
+from engine.flashtalk.weights.tiny_checkpoint import shard_name  # noqa: E402
+from engine.flashtalk.weights.tiny_encoders import random_state_dict  # noqa: E402
+
+SHARD1, SHARD2 = shard_name(1, 2), shard_name(2, 2)
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pristine")
+    make_tiny(root, seed=3)
+    return root
+
+
+@pytest.fixture
+def folders(pristine, tmp_path) -> tuple[Path, Path]:
+    """A private copy of the tiny checkpoint to damage."""
+    shutil.copytree(pristine, tmp_path / "ckpt")
+    return tmp_path / "ckpt" / "SoulX-FlashTalk-14B", tmp_path / "ckpt" / "chinese-wav2vec2-base"
+
+
+def assert_rejected(model_dir: Path, wav2vec_dir: Path, culprit: Path, *words: str) -> str:
+    with pytest.raises(CheckpointError) as info:
+        validate_model_dir(model_dir, wav2vec_dir)
+    message = str(info.value)
+    assert "\n" not in message and str(culprit) in message, message
+    for word in words:
+        assert word in message, message
+    return message
+
+
+def _rewrite_shard(model_dir: Path, name: str, edit) -> None:
+    tensors = load_file(model_dir / name)
+    edit(tensors)
+    save_file(tensors, model_dir / name, metadata={"format": "pt"})
+
+
+def _rewrite_index(model_dir: Path, edit) -> None:
+    index = json.loads((model_dir / DIT_INDEX).read_text())
+    edit(index["weight_map"])
+    (model_dir / DIT_INDEX).write_text(json.dumps(index))
+
+
+def test_tiny_checkpoint_validates_and_loads_exactly(folders):
+    model_dir, wav2vec_dir = folders
+    validate_model_dir(model_dir, wav2vec_dir)
+    model = load_dit(model_dir, "cpu", torch.float32)
+    written = {**load_file(model_dir / SHARD1), **load_file(model_dir / SHARD2)}
+    loaded = model.state_dict()
+    assert set(loaded) == set(written)
+    assert all(torch.equal(loaded[k], written[k].float()) for k in written)
+    assert not any(p.requires_grad for p in model.parameters()) and not model.training
+    assert model.attention_backend == "math"
+    via_diffusers = FlashTalkDiT.from_pretrained(model_dir, torch_dtype=torch.float32).state_dict()
+    assert all(torch.equal(via_diffusers[k], loaded[k]) for k in loaded)
+
+
+def test_missing_model_folder(tmp_path):
+    assert_rejected(tmp_path / "nope", tmp_path, tmp_path / "nope", "not found", "download")
+
+
+def test_missing_config(folders):
+    (folders[0] / DIT_CONFIG).unlink()
+    assert_rejected(*folders, folders[0] / DIT_CONFIG, "missing")
+
+
+def test_config_that_is_not_json(folders):
+    (folders[0] / DIT_CONFIG).write_text("{ not json")
+    assert_rejected(*folders, folders[0] / DIT_CONFIG, "JSON")
+
+
+def test_missing_shard(folders):
+    (folders[0] / SHARD2).unlink()
+    assert_rejected(*folders, folders[0] / SHARD2, "missing", DIT_INDEX)
+
+
+def test_index_naming_a_shard_that_does_not_exist(folders):
+    _rewrite_index(folders[0], lambda m: m.update({"head.head.weight": "diffusion_pytorch_model-00003.safetensors"}))
+    assert_rejected(*folders, folders[0] / "diffusion_pytorch_model-00003.safetensors", "missing")
+
+
+def test_truncated_shard(folders):
+    path = folders[0] / SHARD1
+    path.write_bytes(path.read_bytes()[:-1000])
+    assert_rejected(*folders, path, "truncated")
+
+
+def test_shard_with_damaged_header(folders):
+    path = folders[0] / SHARD1
+    data = bytearray(path.read_bytes())
+    data[8:40] = b"\xff" * 32
+    path.write_bytes(bytes(data))
+    assert_rejected(*folders, path, "damaged")
+
+
+def test_shapes_that_do_not_match_the_config(folders):
+    config = json.loads((folders[0] / DIT_CONFIG).read_text())
+    (folders[0] / DIT_CONFIG).write_text(json.dumps({**config, "ffn_dim": config["ffn_dim"] * 2}))
+    assert_rejected(*folders, folders[0], "shape", "ffn")
+
+
+def test_wrong_dtype(folders):
+    def to_int(tensors):
+        name = next(k for k in tensors if k.endswith("ffn.0.weight"))
+        tensors[name] = tensors[name].to(torch.int32)
+    shard = next(s for s in (SHARD1, SHARD2) if any(k.endswith("ffn.0.weight") for k in load_file(folders[0] / s)))
+    _rewrite_shard(folders[0], shard, to_int)
+    assert_rejected(*folders, folders[0] / shard, "I32", "BF16")
+
+
+def test_unknown_key(folders):
+    _rewrite_shard(folders[0], SHARD2, lambda t: t.update({"blocks.0.lora_A.weight": torch.zeros(2, 2)}))
+    _rewrite_index(folders[0], lambda m: m.update({"blocks.0.lora_A.weight": SHARD2}))
+    assert_rejected(*folders, folders[0] / SHARD2, "unknown tensor", "blocks.0.lora_A.weight")
+
+
+def test_missing_key(folders):
+    _rewrite_shard(folders[0], SHARD1, lambda t: t.pop("patch_embedding.weight"))
+    _rewrite_index(folders[0], lambda m: m.pop("patch_embedding.weight"))
+    assert_rejected(*folders, folders[0], "missing", "patch_embedding.weight")
+
+
+def test_shard_disagreeing_with_its_index(folders):
+    _rewrite_shard(folders[0], SHARD1, lambda t: t.pop("patch_embedding.weight"))
+    assert_rejected(*folders, folders[0] / SHARD1, DIT_INDEX, "patch_embedding.weight")
+
+
+@pytest.mark.parametrize("name", [T5_CHECKPOINT, CLIP_CHECKPOINT, VAE_CHECKPOINT])
+def test_missing_encoder_file(folders, name):
+    (folders[0] / name).unlink()
+    assert_rejected(*folders, folders[0] / name, "missing")
+
+
+@pytest.mark.parametrize("name", [T5_CHECKPOINT, CLIP_CHECKPOINT, VAE_CHECKPOINT])
+def test_corrupt_encoder_file(folders, name):
+    path = folders[0] / name
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert_rejected(*folders, path, "not a readable PyTorch state dict")
+
+
+@pytest.mark.parametrize("name,key", [(T5_CHECKPOINT, "norm.weight"),
+                                      (CLIP_CHECKPOINT, "visual.post_norm.weight"),
+                                      (VAE_CHECKPOINT, "decoder.head.2.weight")])
+def test_encoder_file_with_a_missing_key(folders, name, key):
+    path = folders[0] / name
+    sd = torch.load(path, weights_only=True)
+    del sd[key]
+    torch.save(sd, path)
+    assert_rejected(*folders, path, "missing keys", key)
+
+
+def test_encoder_width_that_does_not_match_the_dit(folders):
+    """A well-formed umT5 file of another width than the DiT's text_dim (mixed-up downloads)."""
+    path = folders[0] / T5_CHECKPOINT
+    config = t5.t5_config_from_state_dict(torch.load(path, weights_only=True))
+    wider = dataclasses.replace(config, dim=config.dim + 8)
+    torch.save(random_state_dict(t5.official_t5_key_shapes(wider), seed=0), path)
+    assert_rejected(*folders, path, "text_dim")
+
+
+def test_missing_tokenizer(folders):
+    shutil.rmtree(folders[0] / T5_TOKENIZER)
+    assert_rejected(*folders, folders[0] / T5_TOKENIZER, "tokenizer")
+
+
+def test_missing_wav2vec_folder(folders):
+    shutil.rmtree(folders[1])
+    assert_rejected(*folders, folders[1], "wav2vec2", "not found")
+
+
+def test_wav2vec_with_other_layer_count(folders):
+    path = folders[1] / WAV2VEC_CONFIG
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({**config, "num_hidden_layers": config["num_hidden_layers"] + 1}))
+    assert_rejected(*folders, path, "num_hidden_layers", "audio_layers")
