@@ -78,21 +78,21 @@ class AudioDrive:
         if audio.size < need:
             raise ValueError(f"audio drive needs {need} samples for {frames} frames, got {audio.size}")
         ends = audio.size - c.samples_per_frame * np.arange(frames - 1, -1, -1)
-        windows = np.stack([audio[e - c.window:e] for e in ends]).astype(np.float32)  # [N, window]
-        level_db, centroid, sibilance = self._features(windows)
         out = np.zeros((4, frames), np.float32)
-        for i in range(frames):
-            out[:, i] = self._step(float(level_db[i]), float(centroid[i]), float(sibilance[i]))
+        for i, end in enumerate(ends):
+            # one window at a time: batched FFTs round differently, and a frame must not depend
+            # on how many frames share its chunk
+            out[:, i] = self._step(*self._features(audio[end - c.window:end]))
         return MouthPose(jaw=out[0], wide=out[1], round=out[2], voiced=out[3])
 
-    def _features(self, windows: np.ndarray):
-        """windows [N, window] -> level dBFS [N], spectral centroid Hz [N], sibilant share [N]."""
-        tapered = windows * self._taper
-        level_db = 10.0 * np.log10((tapered ** 2).sum(axis=1) / self._taper_power + 1e-12)
-        power = np.abs(np.fft.rfft(tapered, axis=1)[:, self._band]) ** 2  # [N, bins]
-        total = power.sum(axis=1) + 1e-12
-        centroid = (power * self._band_freqs).sum(axis=1) / total
-        sibilance = power[:, self._sibilant].sum(axis=1) / total
+    def _features(self, window: np.ndarray) -> tuple[float, float, float]:
+        """window [window] -> level dBFS, spectral centroid Hz, sibilant share of the power."""
+        tapered = window.astype(np.float32) * self._taper
+        level_db = 10.0 * np.log10(float((tapered ** 2).sum()) / self._taper_power + 1e-12)
+        power = np.abs(np.fft.rfft(tapered)[self._band]) ** 2  # [bins]
+        total = float(power.sum()) + 1e-12
+        centroid = float((power * self._band_freqs).sum()) / total
+        sibilance = float(power[self._sibilant].sum()) / total
         return level_db, centroid, sibilance
 
     def _step(self, level_db: float, centroid: float, sibilance: float) -> tuple[float, ...]:

@@ -4,6 +4,7 @@ replays identically for the same seed however the audio was chunked.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +49,7 @@ class IdleMotion:
         self._phase = self._rng.uniform(0, 2 * np.pi, size=shape)
         weight = self._rng.uniform(0.3, 1.0, size=shape)
         self._weight = weight / weight.sum(axis=1, keepdims=True)
-        self._breath_phase = self._rng.uniform(0, 2 * np.pi)
+        self._breath_phase = float(self._rng.uniform(0, 2 * np.pi))
         self._blink_starts: list[int] = []
         self._next_blink_s = self._rng.uniform(*c.first_blink_s)
         self._frame = 0
@@ -64,21 +65,20 @@ class IdleMotion:
         c = self.config
         n = talking.size
         frames = np.arange(self._frame, self._frame + n)
-        t = frames / c.fps  # [N] seconds
-        waves = np.sin(2 * np.pi * self._freq[..., None] * t + self._phase[..., None])  # [3, K, N]
-        roll, sx, sy = (self._weight[..., None] * waves).sum(axis=1)  # each [N]
-        nods = np.empty(n, np.float32)
-        for i, value in enumerate(talking):
-            self._nod += c.nod_smoothing * (float(value) - self._nod)
-            nods[i] = self._nod
-        breath = np.sin(2 * np.pi * c.breath_hz * t + self._breath_phase)
+        pose = np.zeros((4, n), np.float32)  # roll, shift x, shift y, scale
+        for i, frame in enumerate(frames):
+            # scalar maths per frame: vectorised sin rounds differently with the array length,
+            # and a frame must not depend on how the session chunked the stream
+            t = frame / c.fps
+            sway = [sum(w * math.sin(2 * math.pi * f * t + p) for f, p, w in zip(*axis))
+                    for axis in zip(self._freq, self._phase, self._weight)]
+            self._nod += c.nod_smoothing * (float(talking[i]) - self._nod)
+            breath = math.sin(2 * math.pi * c.breath_hz * t + self._breath_phase)
+            pose[:, i] = (c.roll_deg * sway[0], c.shift * sway[1], c.shift * sway[2] + c.nod * self._nod,
+                          1.0 + c.breath_scale * breath)
         self._frame += n
-        return HeadPose(
-            roll_deg=(c.roll_deg * roll).astype(np.float32),
-            shift_x=(c.shift * sx).astype(np.float32),
-            shift_y=(c.shift * sy + c.nod * nods).astype(np.float32),
-            scale=(1.0 + c.breath_scale * breath).astype(np.float32),
-            blink=self._blinks(frames))
+        return HeadPose(roll_deg=pose[0], shift_x=pose[1], shift_y=pose[2], scale=pose[3],
+                        blink=self._blinks(frames))
 
     def _blinks(self, frames: np.ndarray) -> np.ndarray:
         """Lid closure [N] for these session frames, from blink start times drawn lazily."""
