@@ -10,16 +10,22 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from safetensors.torch import load_file, save_file  # noqa: E402
+from safetensors.torch import load_file, save_file
 
-from engine.flashtalk.model import t5  # noqa: E402
-from engine.flashtalk.model.dit import FlashTalkDiT  # noqa: E402
-from engine.flashtalk.weights import CheckpointError, load_dit, make_tiny, validate_model_dir  # noqa: E402
-from engine.flashtalk.weights.checkpoint_layout import (CLIP_CHECKPOINT, DIT_CONFIG, DIT_INDEX,  # noqa: E402
-                                                        T5_CHECKPOINT, T5_TOKENIZER, VAE_CHECKPOINT,
-                                                        WAV2VEC_CONFIG)
-from engine.flashtalk.weights.tiny_checkpoint import shard_name  # noqa: E402
-from engine.flashtalk.weights.tiny_encoders import random_state_dict  # noqa: E402
+from engine.flashtalk.model import t5
+from engine.flashtalk.model.dit import FlashTalkDiT
+from engine.flashtalk.weights import CheckpointError, load_dit, make_tiny, validate_model_dir
+from engine.flashtalk.weights.checkpoint_layout import (
+    CLIP_CHECKPOINT,
+    DIT_CONFIG,
+    DIT_INDEX,
+    T5_CHECKPOINT,
+    T5_TOKENIZER,
+    VAE_CHECKPOINT,
+    WAV2VEC_CONFIG,
+)
+from engine.flashtalk.weights.tiny_checkpoint import shard_name
+from engine.flashtalk.weights.tiny_encoders import random_state_dict
 
 SHARD1, SHARD2 = shard_name(1, 2), shard_name(2, 2)
 

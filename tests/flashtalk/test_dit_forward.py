@@ -5,11 +5,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from engine.flashtalk.model.audio_proj import select_frame_windows  # noqa: E402
-from engine.flashtalk.model.dit import FlashTalkDiT  # noqa: E402
-from engine.flashtalk.model.dit_block import AudioCrossAttention, frame_segments  # noqa: E402
-from engine.flashtalk.model.rope import apply_rope, rope_cos_sin, rope_pairs  # noqa: E402
-from engine.flashtalk.parallel.sequence_parallel import NoParallel, SequenceParallel  # noqa: E402
+from engine.flashtalk.model.audio_proj import select_frame_windows
+from engine.flashtalk.model.dit import FlashTalkDiT
+from engine.flashtalk.model.dit_block import AudioCrossAttention, frame_segments
+from engine.flashtalk.model.rope import apply_rope, rope_cos_sin, rope_pairs
+from engine.flashtalk.parallel.sequence_parallel import NoParallel, SequenceParallel
 
 F_LAT, H, W = 3, 4, 6  # latent frames, latent height/width -> 3 * 2 * 3 = 18 tokens
 
@@ -22,14 +22,14 @@ def tiny_model(seed: int = 0, dtype=torch.float32) -> FlashTalkDiT:
 def tiny_inputs(model: FlashTalkDiT, batch: int = 1, seed: int = 1, text_tokens: int = 7):
     c = model.config
     g = torch.Generator().manual_seed(seed)
-    return dict(
-        x=torch.randn(batch, c.in_dim, F_LAT, H, W, generator=g),
-        t=torch.full((batch,), 937.5),
-        context=torch.randn(batch, text_tokens, c.text_dim, generator=g),
-        clip_fea=torch.randn(batch, 257, c.clip_dim, generator=g),
-        audio=torch.randn(batch, 1 + c.vae_scale * (F_LAT - 1), c.audio_window, c.audio_layers, c.audio_dim,
-                          generator=g),
-    )
+    return {
+        "x": torch.randn(batch, c.in_dim, F_LAT, H, W, generator=g),
+        "t": torch.full((batch,), 937.5),
+        "context": torch.randn(batch, text_tokens, c.text_dim, generator=g),
+        "clip_fea": torch.randn(batch, 257, c.clip_dim, generator=g),
+        "audio": torch.randn(batch, 1 + c.vae_scale * (F_LAT - 1), c.audio_window, c.audio_layers, c.audio_dim,
+                             generator=g),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_audio_attention_is_per_latent_frame():
     tpf, frames = 6, 3
     x = torch.randn(1, tpf * frames, 16)
     audio = torch.randn(1, frames, 4, 8)
-    sdpa = lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(  # noqa: E731
+    sdpa = lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(
         q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
     full = attn_mod(x, audio, frame_segments(0, tpf * frames, tpf, frames), sdpa)
     changed = audio.clone()

@@ -5,7 +5,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from engine.flashtalk.model.dit import FlashTalkDiT  # noqa: E402
+from engine.flashtalk.model.dit import FlashTalkDiT
 
 DIM, FFN, LAYERS, TEXT, CLIP, AUDIO_OUT = 5120, 13824, 40, 4096, 1280, 768
 
@@ -91,6 +91,5 @@ def test_official_config_is_the_14b_and_loads_without_renaming(tmp_path):
 
 
 def test_non_i2v_config_is_refused():
-    with pytest.raises(ValueError, match="i2v"):
-        with torch.device("meta"):
-            FlashTalkDiT.from_config({**FlashTalkDiT.tiny_config(), "model_type": "t2v"})
+    with pytest.raises(ValueError, match="i2v"), torch.device("meta"):
+        FlashTalkDiT.from_config({**FlashTalkDiT.tiny_config(), "model_type": "t2v"})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+from typing import ClassVar
 
 import torch
 from diffusers import ModelMixin
@@ -23,11 +24,13 @@ from engine.flashtalk.model.tiny_sizes import TINY
 from engine.flashtalk.parallel.sequence_parallel import NoParallel, SequenceParallel
 
 SINUSOID_BASE = 10000.0
-TINY_OVERRIDES = dict(  # a random model that runs a forward on the CPU in milliseconds
-    dim=64, ffn_dim=128, num_heads=2, num_layers=2, freq_dim=32, intermediate_dim=32, output_dim=32,
-    context_tokens=4,  # encoder widths match the tiny encoder checkpoints:
-    text_dim=TINY.t5_dim, clip_dim=TINY.clip_dim, audio_layers=TINY.wav2vec_layers, audio_dim=TINY.wav2vec_dim,
-)
+TINY_OVERRIDES = {  # a random model that runs a forward on the CPU in milliseconds
+    "dim": 64, "ffn_dim": 128, "num_heads": 2, "num_layers": 2, "freq_dim": 32, "intermediate_dim": 32,
+    "output_dim": 32, "context_tokens": 4,
+    # encoder widths match the tiny encoder checkpoints
+    "text_dim": TINY.t5_dim, "clip_dim": TINY.clip_dim, "audio_layers": TINY.wav2vec_layers,
+    "audio_dim": TINY.wav2vec_dim,
+}
 
 
 def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
@@ -60,7 +63,7 @@ class FlashTalkDiT(ModelMixin, ConfigMixin):
     config); they exist so that tiny test models can shrink them.
     """
 
-    _no_split_modules = ["DiTBlock"]
+    _no_split_modules: ClassVar[list[str]] = ["DiTBlock"]
 
     @register_to_config
     def __init__(self, model_type: str = "i2v", patch_size: tuple[int, int, int] = (1, 2, 2),

@@ -162,7 +162,7 @@ def load_pth(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: missing - {REDOWNLOAD}")
     try:
         sd = torch.load(path, weights_only=True, map_location="cpu", mmap=True)
-    except Exception as exc:  # torch raises several types for a damaged or foreign file
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged or foreign file
         raise CheckpointError(f"{path}: not a readable PyTorch state dict "
                               f"({str(exc).splitlines()[0][:120]}) - {REDOWNLOAD}") from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
