@@ -1,0 +1,38 @@
+"""What the user chose for the engine: how to start (or reach) it and what to ask of a session."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.protocol import SessionSettings
+
+BACKENDS = ("puppet", "flashtalk")
+RESOLUTIONS = ((0, 0), (256, 256), (384, 384), (512, 512), (768, 768))  # (0, 0): backend default
+
+
+@dataclass
+class EngineOptions:
+    backend: str = "puppet"
+    model_dir: str = ""  # SoulX-FlashTalk-14B folder (flashtalk backend)
+    gpus: int = 1
+    width: int = 0  # 0: the backend's default
+    height: int = 0
+    steps: int = 0  # 0: the backend's default
+    attach_address: str = ""  # non-empty: use an engine already running there instead of starting one
+    token_file: str = ""  # for attach: the engine's token file (default: beside the socket)
+
+    @property
+    def attached(self) -> bool:
+        return bool(self.attach_address)
+
+    def serve_args(self, address: str) -> list[str]:
+        """Arguments after `python -m engine` for a child engine listening on `address`."""
+        args = ["serve", "--socket", address, "--backend", self.backend, "--client-timeout", "5"]
+        if self.backend != "puppet":
+            if self.model_dir:
+                args += ["--model", self.model_dir]
+            args += ["--gpus", str(self.gpus)]
+        return args
+
+    def session_settings(self, mode: str = "live") -> SessionSettings:
+        return SessionSettings(width=self.width or None, height=self.height or None,
+                               steps=self.steps or None, mode=mode)

@@ -1,0 +1,56 @@
+"""The one point where generated frames + their audio leave the session: every output plugs in here.
+
+Outputs get chunks in timeline order as they arrive (not at presentation time), so a recording
+holds every frame even when the preview had to skip some.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class Output(Protocol):
+    name: str
+
+    def write(self, frames: np.ndarray, audio: np.ndarray) -> None:
+        """frames [N, H, W, 3] uint8 and the audio they show, float32 [N * 640] at 16 kHz."""
+
+    def close(self, on_closed) -> None:
+        """Finish (off the UI thread); on_closed(error_message_or_empty) when done."""
+
+
+class OutputFanout:
+    def __init__(self):
+        self._outputs: list[Output] = []
+        self.errors: list[str] = []
+
+    def add(self, output: Output) -> None:
+        self._outputs.append(output)
+
+    @property
+    def outputs(self) -> list[Output]:
+        return list(self._outputs)
+
+    def write(self, frames: np.ndarray, audio: np.ndarray) -> None:
+        for out in self._outputs:
+            out.write(frames, audio)
+
+    def close_all(self, on_all_closed) -> None:
+        """Close every output; on_all_closed(errors) once all have finished (any thread)."""
+        pending = list(self._outputs)
+        self._outputs.clear()
+        if not pending:
+            on_all_closed([])
+            return
+        left = [len(pending)]
+
+        def closed(error: str) -> None:
+            if error:
+                self.errors.append(error)
+            left[0] -= 1
+            if left[0] == 0:
+                on_all_closed(list(self.errors))
+
+        for out in pending:
+            out.close(closed)

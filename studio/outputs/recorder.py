@@ -1,0 +1,65 @@
+"""Record the session to an MP4 (H.264 + AAC) on a background thread.
+
+The writer opens with the first chunk's frame size; encoding never runs on the UI thread.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from avkit.mp4_writer import Mp4Writer
+
+_CLOSE = object()
+MAX_QUEUED_CHUNKS = 256
+
+
+class Recorder:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.name = f"recorder ({self.path.name})"
+        self.frames_written = 0
+        self.error = ""
+        self._queue: queue.Queue = queue.Queue(maxsize=MAX_QUEUED_CHUNKS)
+        self._on_closed = None
+        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+        self._thread.start()
+
+    def write(self, frames: np.ndarray, audio: np.ndarray) -> None:
+        try:
+            self._queue.put_nowait((frames, audio))
+        except queue.Full:
+            self.error = self.error or "the recorder fell behind and dropped frames"
+
+    def close(self, on_closed) -> None:
+        self._on_closed = on_closed
+        self._queue.put(_CLOSE)
+
+    def wait(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        writer: Mp4Writer | None = None
+        try:
+            while (item := self._queue.get()) is not _CLOSE:
+                frames, audio = item
+                if writer is None:
+                    height, width = frames.shape[1:3]
+                    writer = Mp4Writer(self.path, width - width % 2, height - height % 2)
+                writer.write_frames(frames[:, :writer.height, :writer.width])
+                writer.write_audio(audio)
+                self.frames_written += len(frames)
+            if writer is not None:
+                writer.close()
+            elif not self.error:
+                self.error = f"nothing was recorded to {self.path}: no frames arrived"
+        except Exception as exc:  # noqa: BLE001 - any encoder failure must reach the user, not kill the thread
+            if writer is not None:
+                writer.abort()
+            self.error = f"recording to {self.path} failed: {exc}"
+            while self._queue.get() is not _CLOSE:  # keep accepting until close()
+                pass
+        if self._on_closed is not None:
+            self._on_closed(self.error)

@@ -1,0 +1,69 @@
+"""What persists across runs (QSettings): last portrait and recents, devices, engine options,
+audio source, window layout."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from PySide6.QtCore import QByteArray, QSettings
+
+from studio.engine_options import EngineOptions
+
+
+@dataclass
+class StudioSettings:
+    last_portrait: str = ""
+    recent_portraits: list[str] = field(default_factory=list)
+    last_audio_file: str = ""
+    audio_source: str = "file"
+    input_device: str = ""
+    output_device: str = ""
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    window_geometry: QByteArray = field(default_factory=QByteArray)
+    window_state: QByteArray = field(default_factory=QByteArray)
+
+
+def _as_list(value) -> list[str]:
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+
+
+def load_settings(store: QSettings) -> StudioSettings:
+    out = StudioSettings()
+    out.last_portrait = str(store.value("portrait/last", ""))
+    out.recent_portraits = _as_list(store.value("portrait/recent", []))
+    out.last_audio_file = str(store.value("audio/last_file", ""))
+    out.audio_source = str(store.value("audio/source", "file"))
+    out.input_device = str(store.value("audio/input_device", ""))
+    out.output_device = str(store.value("audio/output_device", ""))
+    for f in fields(EngineOptions):
+        default = getattr(out.engine, f.name)
+        value = store.value(f"engine/{f.name}", default)
+        try:
+            setattr(out.engine, f.name, type(default)(value))
+        except (TypeError, ValueError):  # a hand-edited or older settings file: keep the default
+            pass
+    out.window_geometry = store.value("window/geometry", QByteArray()) or QByteArray()
+    out.window_state = store.value("window/state", QByteArray()) or QByteArray()
+    return out
+
+
+def save_settings(store: QSettings, settings: StudioSettings) -> None:
+    store.setValue("portrait/last", settings.last_portrait)
+    store.setValue("portrait/recent", list(settings.recent_portraits))
+    store.setValue("audio/last_file", settings.last_audio_file)
+    store.setValue("audio/source", settings.audio_source)
+    store.setValue("audio/input_device", settings.input_device)
+    store.setValue("audio/output_device", settings.output_device)
+    for key, value in asdict(settings.engine).items():
+        store.setValue(f"engine/{key}", value)
+    store.setValue("window/geometry", settings.window_geometry)
+    store.setValue("window/state", settings.window_state)
+    store.sync()
+
+
+def open_store(path: str | None = None) -> QSettings:
+    """The user's settings (platform default place), or an INI file at `path` (tests, portable use)."""
+    if path:
+        return QSettings(path, QSettings.IniFormat)
+    return QSettings("FlashTalk", "FlashTalk Studio")

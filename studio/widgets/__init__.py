@@ -1,0 +1,1 @@
+"""Widgets: render model state, emit signals; no session logic here."""

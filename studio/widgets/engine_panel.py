@@ -1,0 +1,106 @@
+"""Engine panel: backend, model folder, GPUs, resolution, steps; start/stop/restart; attach to a
+running engine; status and the engine's log tail."""
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
+                               QLineEdit, QPlainTextEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+
+from studio.engine_options import BACKENDS, RESOLUTIONS, EngineOptions
+
+LOG_LINES = 400
+
+
+class EnginePanel(QWidget):
+    start_requested = Signal(object)  # EngineOptions
+    stop_requested = Signal()
+    restart_requested = Signal(object)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.backend = QComboBox()
+        self.backend.addItems(BACKENDS)
+        self.model_dir = QLineEdit()
+        self.model_dir.setPlaceholderText("SoulX-FlashTalk-14B folder (flashtalk)")
+        browse = QPushButton("…")
+        browse.clicked.connect(self._browse_model)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_dir)
+        model_row.addWidget(browse)
+        self.gpus = QSpinBox(minimum=1, maximum=64)
+        self.resolution = QComboBox()
+        for w, h in RESOLUTIONS:
+            self.resolution.addItem("backend default" if not w else f"{w}x{h}", (w, h))
+        self.steps = QSpinBox(minimum=0, maximum=50, specialValueText="backend default")
+        self.attach = QCheckBox("attach to an engine running elsewhere")
+        self.address = QLineEdit()
+        self.address.setPlaceholderText("ipc:///path/engine.sock or tcp://127.0.0.1:47600")
+        self.token_file = QLineEdit()
+        self.token_file.setPlaceholderText("token file (default: beside the socket)")
+        self.attach.toggled.connect(self._sync_enabled)
+        form = QFormLayout()
+        form.addRow("Backend", self.backend)
+        form.addRow("Model", model_row)
+        form.addRow("GPUs", self.gpus)
+        form.addRow("Resolution", self.resolution)
+        form.addRow("Steps", self.steps)
+        form.addRow(self.attach)
+        form.addRow("Address", self.address)
+        form.addRow("Token", self.token_file)
+        buttons = QHBoxLayout()
+        self.start_button, self.stop_button, self.restart_button = (
+            QPushButton("Start"), QPushButton("Stop"), QPushButton("Restart"))
+        self.start_button.clicked.connect(lambda: self.start_requested.emit(self.options()))
+        self.stop_button.clicked.connect(self.stop_requested)
+        self.restart_button.clicked.connect(lambda: self.restart_requested.emit(self.options()))
+        for b in (self.start_button, self.stop_button, self.restart_button):
+            buttons.addWidget(b)
+        self.status = QLabel("engine stopped")
+        self.status.setWordWrap(True)
+        self.log = QPlainTextEdit(readOnly=True)
+        self.log.setMaximumBlockCount(LOG_LINES)
+        self.log.setPlaceholderText("engine log")
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        layout.addWidget(self.log, 1)
+        self._sync_enabled()
+
+    def _browse_model(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "SoulX-FlashTalk model folder")
+        if folder:
+            self.model_dir.setText(folder)
+
+    def _sync_enabled(self) -> None:
+        attach = self.attach.isChecked()
+        for w in (self.backend, self.model_dir, self.gpus):
+            w.setEnabled(not attach)
+        self.address.setEnabled(attach)
+        self.token_file.setEnabled(attach)
+
+    # -- options <-> widgets ---------------------------------------------------------------------
+    def options(self) -> EngineOptions:
+        w, h = self.resolution.currentData()
+        return EngineOptions(backend=self.backend.currentText(), model_dir=self.model_dir.text().strip(),
+                             gpus=self.gpus.value(), width=w, height=h, steps=self.steps.value(),
+                             attach_address=self.address.text().strip() if self.attach.isChecked() else "",
+                             token_file=self.token_file.text().strip())
+
+    def set_options(self, options: EngineOptions) -> None:
+        self.backend.setCurrentText(options.backend)
+        self.model_dir.setText(options.model_dir)
+        self.gpus.setValue(options.gpus)
+        index = self.resolution.findData((options.width, options.height))
+        self.resolution.setCurrentIndex(max(index, 0))
+        self.steps.setValue(options.steps)
+        self.attach.setChecked(options.attached)
+        self.address.setText(options.attach_address)
+        self.token_file.setText(options.token_file)
+
+    # -- model -> view ---------------------------------------------------------------------------
+    def show_state(self, state: str, message: str) -> None:
+        self.status.setText(f"{state}: {message}")
+
+    def append_log(self, line: str) -> None:
+        self.log.appendPlainText(line)

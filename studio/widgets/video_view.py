@@ -1,0 +1,57 @@
+"""The live avatar view: paints the frame due now, scaled to fit, with a state overlay."""
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QRectF, Qt
+from PySide6.QtGui import QColor, QImage, QPainter
+from PySide6.QtWidgets import QSizePolicy, QWidget
+
+OVERLAY_STATES = {"catching up": "catching up…", "engine restarting": "engine restarting…",
+                  "reconnecting": "reconnecting to the engine…", "opening": "preparing the avatar…",
+                  "waiting for a portrait": "open a portrait to start", "no engine": "no engine running",
+                  "session failed": "session failed: see the engine panel"}
+
+
+class VideoView(QWidget):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setMinimumSize(240, 240)
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.setAttribute(Qt.WA_OpaquePaintEvent)
+        self._image: QImage | None = None
+        self._pixels: np.ndarray | None = None  # keeps the QImage's memory alive
+        self.frame_index = -1
+        self.frames_painted = 0
+        self.overlay = ""
+
+    def show_frame(self, index: int, rgb: np.ndarray) -> None:
+        """rgb: uint8 [H, W, 3]; shown at the next paint."""
+        pixels = np.ascontiguousarray(rgb)
+        h, w = pixels.shape[:2]
+        self._pixels = pixels
+        self._image = QImage(pixels.data, w, h, 3 * w, QImage.Format_RGB888)
+        self.frame_index = index
+        self.update()
+
+    def set_state(self, state: str) -> None:
+        self.overlay = OVERLAY_STATES.get(state, "")
+        self.update()
+
+    def paintEvent(self, event) -> None:
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor(16, 16, 16))
+        if self._image is not None:
+            img_w, img_h = self._image.width(), self._image.height()
+            scale = min(self.width() / img_w, self.height() / img_h)
+            w, h = img_w * scale, img_h * scale
+            target = QRectF((self.width() - w) / 2, (self.height() - h) / 2, w, h)
+            painter.setRenderHint(QPainter.SmoothPixmapTransform)
+            painter.drawImage(target, self._image)
+            self.frames_painted += 1
+        if self.overlay:
+            painter.setPen(QColor(255, 210, 80))
+            font = painter.font()
+            font.setPointSize(max(10, self.height() // 30))
+            painter.setFont(font)
+            painter.drawText(self.rect().adjusted(0, 0, 0, -12), Qt.AlignHCenter | Qt.AlignBottom, self.overlay)
+        painter.end()
