@@ -77,7 +77,7 @@ class MainWindow(QMainWindow):
         m.link.state_changed.connect(self.engine.show_state)
         m.link.log_line.connect(self.engine.append_log)
         QApplication.styleHints().colorSchemeChanged.connect(
-            lambda _s: self.graphs.layout_widget.setBackground(pg.getConfigOption("background")))
+            lambda _s: self.graphs.set_background(pg.getConfigOption("background")))
 
     def _wire_widgets(self) -> None:
         m, a, e = self.model, self.audio, self.engine

@@ -1,0 +1,92 @@
+"""The studio against a real puppet engine process (offscreen Qt, silent timer clock)."""
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+from PIL import Image
+
+from studio.engine_options import EngineOptions
+from studio.settings_store import load_settings, open_store
+
+from .conftest import ASSETS
+
+ENGINE = EngineOptions(width=192, height=192)
+
+
+def start_live(window, qtbot, portrait=ASSETS / "portrait.png"):
+    model = window.model
+    assert model.set_portrait(portrait)
+    window.start_engine(ENGINE)
+    qtbot.waitUntil(lambda: model.state == "live", timeout=30_000)
+    return model
+
+
+def test_file_session_reaches_view_graphs_summary_and_settings(studio, qtbot, short_speech, tmp_path):
+    model = start_live(studio, qtbot)
+    assert "face found" in studio.portrait.verdict.text()
+    first_summary = studio.summary.text()
+    model.load_audio_file_now(short_speech)
+    model.select_source("file")
+    model.file_player.play()
+    studio.stalls.reset()
+    qtbot.waitUntil(lambda: len(model.stats.frames) >= 40, timeout=20_000)
+    assert studio.video.frame_index >= 39 and studio.video.frames_painted > 0
+    t, latency = model.stats.frames.series("latency_s")
+    assert len(t) >= 40 and 0.0 < np.nanmedian(latency) < 5.0
+    redraws = studio.graphs.redraws
+    qtbot.waitUntil(lambda: studio.graphs.redraws > redraws + len(studio.graphs.plots), timeout=5_000)
+    xs, _ = studio.graphs._curves["frames.latency_s"][2].getData()
+    assert xs is not None and len(xs) >= 40
+    _, compute = model.stats.chunks.series("compute_ms")
+    assert np.isfinite(compute).any()
+    assert studio.summary.text() != first_summary and "fps" in studio.summary.text()
+    assert "behind live" in studio.summary.text()
+    # 50 ms is the product's bound; a machine already running more jobs than cores (shared CI
+    # runners) preempts the UI thread for reasons no application controls.
+    bound = 50 if os.getloadavg()[0] < (os.cpu_count() or 1) else 300
+    assert studio.stalls.max_stall_ms < bound, f"UI thread stalled {studio.stalls.max_stall_ms:.0f} ms"
+    studio.save()
+    saved = load_settings(open_store(str(tmp_path / "settings.ini")))
+    assert saved.last_portrait == str(ASSETS / "portrait.png")
+    assert saved.recent_portraits[0] == str(ASSETS / "portrait.png")
+    assert saved.last_audio_file == str(short_speech)
+    assert (saved.engine.width, saved.engine.height) == (192, 192)
+    assert not saved.window_state.isEmpty()
+
+
+def test_bad_portraits_show_the_error_inline(studio, qtbot, tmp_path):
+    model = studio.model
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("this is not a picture")
+    assert not model.set_portrait(not_an_image)
+    assert studio.portrait.verdict.text().startswith("✗")
+    faceless = tmp_path / "wall.png"
+    Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(faceless)
+    assert model.set_portrait(faceless)
+    window_engine = studio.start_engine
+    window_engine(ENGINE)
+    qtbot.waitUntil(lambda: studio.portrait.verdict.text().startswith("✗"), timeout=30_000)
+    assert "face" in studio.portrait.verdict.text().lower()
+    assert model.state == "waiting for a portrait"
+    model.set_portrait(ASSETS / "portrait.png")  # a good one recovers without restarting anything
+    qtbot.waitUntil(lambda: model.state == "live", timeout=30_000)
+
+
+def test_killed_engine_is_restarted_and_the_session_resumes(studio, qtbot, short_speech):
+    model = start_live(studio, qtbot)
+    model.load_audio_file_now(short_speech)
+    model.file_player.loop = True
+    model.select_source("file")
+    model.file_player.play()
+    qtbot.waitUntil(lambda: studio.video.frame_index >= 10, timeout=20_000)
+    supervisor = model.link.supervisor
+    old_pid = supervisor.pid
+    os.kill(old_pid, signal.SIGKILL)
+    qtbot.waitUntil(lambda: model.state == "engine restarting", timeout=10_000)
+    assert "crashed" in studio.engine.status.text()
+    qtbot.waitUntil(lambda: model.state == "live" and supervisor.pid not in (0, old_pid), timeout=30_000)
+    assert supervisor.restarts == 1
+    qtbot.waitUntil(lambda: 0 <= model.schedule.shown and studio.video.frame_index >= 0
+                    and model.schedule.shown >= 10, timeout=20_000)
