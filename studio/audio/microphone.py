@@ -40,7 +40,7 @@ class Microphone:
         self.latency_s = float(self._stream.latency)
         self._ring = SampleRing(int(RING_S * self.rate))
         self._block = np.zeros(self._ring.capacity, np.float32)
-        self._anchor = (0, 0.0)  # (ring write count after the last callback, monotonic time)
+        self._anchor = (0, 0.0)  # (ring count of a block's first sample, its monotonic capture time)
         self._resampler = StreamResampler(self.rate, 1)
         self.overflows = 0
         self._stop = threading.Event()
@@ -57,20 +57,24 @@ class Microphone:
         self._stream.close()
 
     def _callback(self, indata, frames, time_info, status) -> None:
-        taken = self._ring.write(indata[:, 0])
-        if taken < frames:
+        now = time.monotonic()
+        lag = time_info.currentTime - time_info.inputBufferAdcTime  # PortAudio: first sample's age
+        if not 0.0 < lag < 1.0:  # not reported by this host API: assume the stream's latency
+            lag = self.latency_s + frames / self.rate
+        first = self._ring._written
+        if self._ring.write(indata[:, 0]) < frames:
             self.overflows += 1
-        self._anchor = (self._ring._written, time.monotonic())
+        self._anchor = (first, now - lag)
 
     def _feed(self) -> None:
         while not self._stop.wait(FEED_PERIOD_S):
-            written, t_anchor = self._anchor
+            anchor_sample, anchor_t = self._anchor
             read_before = self._ring._read
             n = self._ring.read_into(self._block)
             if not n:
                 continue
             # time the first sample of this block hit the microphone
-            capture_t = t_anchor - (written - read_before) / self.rate - self.latency_s
+            capture_t = anchor_t - (anchor_sample - read_before) / self.rate
             pcm = self._resampler.push(self._block[:n])
             if not len(pcm):
                 continue
