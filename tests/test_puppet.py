@@ -11,8 +11,12 @@ from engine.backends import create_backend
 from engine.backends.base import PortraitError, SettingsError
 from engine.backends.puppet import PuppetBackend
 from engine.backends.puppet.audio_drive import AudioDrive
-from engine.backends.puppet.face_landmarks import (detect_face_box, detect_landmarks,
-                                                   landmarks_in_box, mouth_opening)
+from engine.backends.puppet.face_landmarks import (
+    detect_face_box,
+    detect_landmarks,
+    landmarks_in_box,
+    mouth_opening,
+)
 from engine.protocol.messages import SessionSettings
 from tests.conftest import ASSETS
 
@@ -76,8 +80,7 @@ def test_landmarks_found_on_default_portrait(portrait):
     marks = detect_landmarks(portrait)
     assert marks.shape == (68, 2) and marks.dtype == np.float32
     x0, y0, x1, y1 = detect_face_box(portrait)
-    inside = (marks[:, 0] > x0 - 20) & (marks[:, 0] < x1 + 20) & (marks[:, 1] > y0 - 20) & (marks[:, 1] < y1 + 20)
-    assert inside.all()
+    assert (marks >= np.float32([x0, y0]) - 20).all() and (marks <= np.float32([x1, y1]) + 20).all()
     assert marks[36:48, 1].mean() < marks[48:68, 1].mean() < marks[8, 1]  # eyes above mouth above chin
     assert 0.02 < mouth_opening(marks) < 0.3  # she smiles with her teeth showing
 
@@ -129,6 +132,14 @@ def test_small_face_in_a_large_photo_is_framed(backend, portrait):
     marks = detect_landmarks(frame)
     assert marks is not None
     assert np.ptp(marks[:, 0]) > 0.2 * 384  # zoomed in: the face is a good part of the frame
+
+
+def test_several_faces_take_the_largest(backend, portrait):
+    canvas = np.full((560, 900, 3), 140, np.uint8)
+    canvas[20:532, 20:532] = portrait
+    canvas[150:406, 600:856] = portrait[::2, ::2]
+    x0, y0, x1, y1 = backend.open_stream(canvas, SessionSettings(width=256, height=256)).face_box
+    assert 20 <= x0 < x1 <= 532 and 20 <= y0 < y1 <= 532
 
 
 def test_mouth_follows_speech_and_rests_in_silence(spoken, speech_audio):
@@ -216,7 +227,8 @@ def test_spectral_shape_picks_round_or_wide_lips():
     t = np.arange(40 * SPF) / 16000
     hum = sum(np.sin(2 * np.pi * f * t) / k for k, f in enumerate((220, 440, 660), 1)) * 0.1
     rng = np.random.default_rng(0)
-    hiss = np.fft.irfft(np.fft.rfft(rng.standard_normal(t.size)) * (np.fft.rfftfreq(t.size, 1 / 16000) > 4000))
+    high_pass = np.fft.rfftfreq(t.size, 1 / 16000) > 4000
+    hiss = np.fft.irfft(np.fft.rfft(rng.standard_normal(t.size)) * high_pass)
     results = {}
     for name, signal in (("hum", hum), ("hiss", 0.3 * hiss / hiss.std() * 0.1)):
         drive = AudioDrive()

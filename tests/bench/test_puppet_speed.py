@@ -7,7 +7,6 @@ Nothing here asserts a time: that depends on the machine.
 from __future__ import annotations
 
 import cv2
-import numpy as np
 import pytest
 
 from avkit.audio_decode import load_audio

@@ -41,7 +41,6 @@ class MouthPose:
     jaw: np.ndarray  # jaw drop (mouth opening)
     wide: np.ndarray  # lip stretch
     round: np.ndarray  # lip rounding / pucker
-    voiced: np.ndarray  # voice-activity gate (0/1), for head motion while talking
 
 
 class AudioDrive:
@@ -78,12 +77,12 @@ class AudioDrive:
         if audio.size < need:
             raise ValueError(f"audio drive needs {need} samples for {frames} frames, got {audio.size}")
         ends = audio.size - c.samples_per_frame * np.arange(frames - 1, -1, -1)
-        out = np.zeros((4, frames), np.float32)
+        out = np.zeros((3, frames), np.float32)  # jaw, wide, round
         for i, end in enumerate(ends):
             # one window at a time: batched FFTs round differently, and a frame must not depend
             # on how many frames share its chunk
             out[:, i] = self._step(*self._features(audio[end - c.window:end]))
-        return MouthPose(jaw=out[0], wide=out[1], round=out[2], voiced=out[3])
+        return MouthPose(jaw=out[0], wide=out[1], round=out[2])
 
     def _features(self, window: np.ndarray) -> tuple[float, float, float]:
         """window [window] -> level dBFS, spectral centroid Hz, sibilant share of the power."""
@@ -119,7 +118,7 @@ class AudioDrive:
         rate = np.where(target > self._smoothed, c.attack, c.release)
         self._smoothed += rate * (target - self._smoothed)
         self._smoothed[self._smoothed < c.rest_below] = 0.0
-        return (*self._smoothed, float(self._gate_open))
+        return tuple(self._smoothed)
 
 
 def _ramp(value: float, start: float, end: float) -> float:

@@ -21,11 +21,6 @@ PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 DETECT_MAX_SIDE = 800  # larger images are scaled down for the (slow) face detector
 UPSAMPLE_RETRIES = (0, 1)  # try the detector at native scale, then upsampled once (small faces)
 
-JAW = slice(0, 17)
-INNER_LIPS = slice(60, 68)
-OUTER_LIPS = slice(48, 60)
-RIGHT_EYE = slice(36, 42)  # the person's right eye: on the left of the image
-LEFT_EYE = slice(42, 48)
 INNER_GAP_PAIRS = ((61, 67), (62, 66), (63, 65))  # upper / lower inner-lip points facing each other
 EYE_OUTER_CORNERS = (36, 45)
 
@@ -62,7 +57,7 @@ def detect_face_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
         rects = detector(small, upsample)
         if len(rects):
             best = max(rects, key=lambda r: r.width() * r.height())
-            return tuple(int(round(v / scale)) for v in (best.left(), best.top(), best.right(), best.bottom()))
+            return tuple(round(v / scale) for v in (best.left(), best.top(), best.right(), best.bottom()))
     return None
 
 

@@ -120,8 +120,9 @@ class FaceRig:
     def _head_and_lips(self, expr: Expression, inverse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """q = p + mask * (inverse(p) - p), plus the lip fields. Each [h, w] float32."""
         a = inverse.astype(np.float32)
-        qx = self._grid_x + (a[0, 0] - 1) * self._head_mx + a[0, 1] * self._head_my + a[0, 2] * self._head_mask
-        qy = self._grid_y + a[1, 0] * self._head_mx + (a[1, 1] - 1) * self._head_my + a[1, 2] * self._head_mask
+        m, mx, my = self._head_mask, self._head_mx, self._head_my
+        qx = self._grid_x + (a[0, 0] - 1) * mx + a[0, 1] * my + a[0, 2] * m
+        qy = self._grid_y + a[1, 0] * mx + (a[1, 1] - 1) * my + a[1, 2] * m
         if expr.wide:
             qx += np.float32(expr.wide) * self._stretch_x
         if expr.round:

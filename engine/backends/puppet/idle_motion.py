@@ -55,11 +55,6 @@ class IdleMotion:
         self._frame = 0
         self._nod = 0.0
 
-    @property
-    def frame(self) -> int:
-        """Session index of the next frame `advance` will produce."""
-        return self._frame
-
     def advance(self, talking: np.ndarray) -> HeadPose:
         """talking: [N] in [0, 1] (e.g. the jaw drive) for the next N frames -> their HeadPose."""
         c = self.config
@@ -85,7 +80,7 @@ class IdleMotion:
         c = self.config
         last = int(frames[-1])
         while not self._blink_starts or self._blink_starts[-1] <= last:
-            start = int(round(self._next_blink_s * c.fps))
+            start = round(self._next_blink_s * c.fps)
             self._blink_starts.append(start)
             if self._rng.random() < c.double_blink_chance:
                 self._blink_starts.append(start + len(c.blink_shape) + 1)

@@ -83,7 +83,8 @@ class MouthInterior:
         left, right = upper[0, 0], upper[-1, 0]
         u = np.clip((xs - (left + right) / 2) / max((right - left) / 2, 1.0), -1, 1)  # [w] -1..1
         from_top, from_bottom = ys - top, bottom - ys  # [h, w]
-        depth = np.sqrt(np.clip(np.minimum(from_top, from_bottom) / (0.5 * height), 0, 1)) * (1 - 0.5 * u ** 2)
+        centred = np.clip(np.minimum(from_top, from_bottom) / (0.5 * height), 0, 1)  # 1 mid-gap
+        depth = np.sqrt(centred) * (1 - 0.5 * u ** 2)
         colour = self._cavity + depth[..., None] * (self._throat - self._cavity)
         # tongue: a soft dome rising from the bottom edge in the middle, in shadow near the top
         dome = 1 - (u / c.tongue_width) ** 2

@@ -36,10 +36,10 @@ def choose_framing(portrait_size: tuple[int, int], face_box: tuple[float, float,
     crop_h = crop_w / aspect
     cx = (fx0 + fx1) / 2
     cy = (fy0 + fy1) / 2 + FACE_BELOW_CENTRE * crop_h
-    x0 = int(round(np.clip(cx - crop_w / 2, 0, pw - crop_w)))
-    y0 = int(round(np.clip(cy - crop_h / 2, 0, ph - crop_h)))
-    x1 = min(pw, x0 + max(1, int(round(crop_w))))
-    y1 = min(ph, y0 + max(1, int(round(crop_h))))
+    x0 = round(np.clip(cx - crop_w / 2, 0, pw - crop_w))
+    y0 = round(np.clip(cy - crop_h / 2, 0, ph - crop_h))
+    x1 = min(pw, x0 + max(1, round(crop_w)))
+    y1 = min(ph, y0 + max(1, round(crop_h)))
     return Framing((x0, y0, x1, y1), size)
 
 

@@ -12,8 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from avkit.timeline import FPS, SAMPLE_RATE
-from engine.backends.base import (AvatarStream, Backend, BackendOptions, ChunkResult, PortraitError,
-                                  SettingsError)
+from engine.backends.base import (
+    AvatarStream,
+    Backend,
+    BackendOptions,
+    ChunkResult,
+    PortraitError,
+    SettingsError,
+)
 from engine.backends.puppet.audio_drive import AudioDrive, AudioDriveConfig
 from engine.backends.puppet.face_landmarks import detect_face_box, landmarks_in_box
 from engine.backends.puppet.face_rig import Expression, FaceRig
@@ -47,7 +53,7 @@ class PuppetStream(AvatarStream):
             raise PortraitError(NO_FACE)
         marks = landmarks_in_box(portrait, box)
         lo, hi = marks.min(axis=0), marks.max(axis=0)
-        self.face_box = tuple(int(round(v)) for v in (*lo, *hi))
+        self.face_box = tuple(round(v) for v in (*lo, *hi))
         framing = choose_framing(portrait.shape[1::-1], self.face_box, size)
         self.background = apply_framing(portrait, framing)  # [H, W, 3] uint8
         self.landmarks = framing.to_output(marks)  # [68, 2] in output pixels
@@ -62,7 +68,11 @@ class PuppetStream(AvatarStream):
         self.prepare_ms = (time.perf_counter() - t0) * 1e3
 
     def generate(self, audio: np.ndarray, idle: bool = False) -> ChunkResult:
-        """audio: float32 [context_samples] ending at this chunk's last sample."""
+        """audio: float32 [context_samples] ending at this chunk's last sample.
+
+        `idle` needs no branch: idle audio is silence, the voice gate closes the mouth, and
+        blinks and head sway go on as always.
+        """
         n = self.chunk_frames
         t0 = time.perf_counter()
         pose = self.drive.process(np.asarray(audio, np.float32)[-self.context_samples:], n)
