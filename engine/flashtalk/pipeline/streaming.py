@@ -5,6 +5,10 @@ Per chunk (defaults): audio condition from the rolling 8 s window -> 4 denoising
 frames -> colour correction against the portrait -> VAE re-encode of the last 5 frames as the next
 chunk's motion latents -> emit frames 5..32 (28 new frames). No state but the motion latents and
 the seeded noise generator crosses chunks.
+
+The denoising loop never waits for the host: the per-step timesteps and sigmas are device tensors
+made once per session, so with `stage_timings=False` a chunk is queued without a synchronisation
+until its frames are copied out (per-stage timings need one synchronisation per stage).
 """
 from __future__ import annotations
 
@@ -35,19 +39,40 @@ class StreamState:
     motion: torch.Tensor  # [1, 16, m, h, w] motion latents (1 at start, then 2)
     generator: torch.Generator
     timesteps: list[float]
+    t_steps: list[torch.Tensor]  # per step float32 [1] on the device: the DiT's t
+    sigmas: torch.Tensor  # float32 [steps + 1] on the device: timesteps / 1000
     chunks: int = 0
     prepare_ms: dict = field(default_factory=dict)
 
 
-class StageTimer:
-    """Wall-clock per stage, synchronising the device so each stage owns its own time."""
+def sampler_tensors(timesteps: list[float], device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """timesteps [steps + 1] -> (per step t float32 [1], sigma float32 [steps + 1]) on `device`.
 
-    def __init__(self, device: torch.device):
+    Made on the host in float32 exactly as the per-step scalars they replace, then copied once.
+    Each t is its own allocation (not a view at an offset), so a compiled DiT sees the same
+    kind of input, aligned, at every step.
+    """
+    ts = torch.tensor(timesteps, dtype=torch.float32)
+    t_steps = [torch.tensor([t], dtype=torch.float32, device=device) for t in timesteps[:-1]]
+    return t_steps, (ts / NUM_TRAIN_TIMESTEPS).to(device)
+
+
+class StageTimer:
+    """Wall-clock per stage, synchronising the device so each stage owns its own time.
+
+    Disabled, it records nothing and never synchronises (a whole chunk can be timed from outside).
+    """
+
+    def __init__(self, device: torch.device, enabled: bool = True):
         self.device = device
+        self.enabled = enabled
         self.ms: dict[str, float] = {}
 
     @contextmanager
     def __call__(self, name: str):
+        if not self.enabled:
+            yield
+            return
         self._sync()
         t0 = time.perf_counter()
         yield
@@ -60,11 +85,15 @@ class StageTimer:
 
 
 class StreamingPipeline:
-    def __init__(self, models: FlashTalkModels, defaults: StreamSettings = StreamSettings()):
+    """stage_timings=False: generate() returns no per-stage times and adds no synchronisation."""
+
+    def __init__(self, models: FlashTalkModels, defaults: StreamSettings = StreamSettings(),
+                 stage_timings: bool = True):
         self.models = models
         self.defaults = defaults
         self.device = models.device
         self.dtype = models.dtype
+        self.stage_timings = stage_timings
 
     # -- session setup ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -83,9 +112,11 @@ class StreamingPipeline:
             motion = m.vae_encode(ref)  # [1, 16, 1, h, w]
         cond = torch.cat([self._first_frame_mask(s), y], dim=1)  # [1, 20, F_lat, h, w]
         generator = torch.Generator(device=self.device).manual_seed(s.seed)
+        timesteps = sampling_timesteps(s.steps, s.shift)
+        t_steps, sigmas = sampler_tensors(timesteps, self.device)
         return StreamState(settings=s, context=context, clip=clip, cond=cond, reference=ref,
-                           motion=motion, generator=generator,
-                           timesteps=sampling_timesteps(s.steps, s.shift), prepare_ms=timer.ms)
+                           motion=motion, generator=generator, timesteps=timesteps, t_steps=t_steps,
+                           sigmas=sigmas, prepare_ms=timer.ms)
 
     def _first_frame_mask(self, s: StreamSettings) -> torch.Tensor:
         """[1, 4, F_lat, h, w]: ones on latent frame 0 (the reference), zeros elsewhere."""
@@ -102,12 +133,12 @@ class StreamingPipeline:
         -> (uint8 [new_frames, H, W, 3], stage -> ms)
         """
         m, s = self.models, state.settings
-        timer = StageTimer(self.device)
+        timer = StageTimer(self.device, self.stage_timings)
         with timer("audio_features"):
             audio = chunk_audio_embedding(m.audio_encoder, m.normalize_loudness, window,
                                           s.sample_rate, s.fps, s.frame_num)  # [1, 33, 5, L, D]
             audio = audio.to(self.device, self.dtype)
-        latent = self._denoise(state, audio, timer)
+        latent = self.denoise(state, audio, timer)
         with timer("vae_decode"):
             video = m.vae_decode(latent[None])  # [1, 3, 33, H, W]
         with timer("color_correction"):
@@ -119,27 +150,27 @@ class StreamingPipeline:
         state.chunks += 1
         return frames, timer.ms
 
-    def _denoise(self, state: StreamState, audio: torch.Tensor, timer: StageTimer) -> torch.Tensor:
+    @torch.no_grad()
+    def denoise(self, state: StreamState, audio: torch.Tensor, timer: StageTimer | None = None) -> torch.Tensor:
         """Re-noising few-step sampler; motion latents overwrite the leading frames every step.
 
+        audio [1, frames, window, layers, dim] -> latents [16, F_lat, h, w] in the model dtype.
         As in the reference, the first noise is drawn in the model dtype and every update after
         the DiT runs in float32 (the DiT returns float32), re-noising with float32 draws from the
         same device generator - the draws, not only their values, must match to reproduce it.
         """
-        s, ts = state.settings, state.timesteps
+        s, timer = state.settings, timer or StageTimer(self.device, enabled=False)
         lh, lw = s.latent_hw
         latent = torch.randn(16, s.latent_frames, lh, lw, dtype=self.dtype, device=self.device,
                              generator=state.generator)  # [16, F_lat, h, w]
         n_motion = state.motion.shape[2]
         latent[:, :n_motion] = state.motion[0]
-        for i in range(len(ts) - 1):
+        for i, t in enumerate(state.t_steps):
             with timer(f"dit_step_{i}"):
-                t = torch.tensor([ts[i]], dtype=torch.float32, device=self.device)
                 velocity = self.models.dit_forward(latent, t, state, audio)  # f32 [16, F_lat, h, w]
-                sigma = torch.tensor(ts[i], dtype=torch.float32) / NUM_TRAIN_TIMESTEPS
-                sigma_next = torch.tensor(ts[i + 1], dtype=torch.float32) / NUM_TRAIN_TIMESTEPS
-                x0 = latent - velocity * sigma.to(self.device)
+                sigma, sigma_next = state.sigmas[i], state.sigmas[i + 1]  # 0-d device tensors
+                x0 = latent - velocity * sigma
                 noise = torch.randn(x0.shape, dtype=x0.dtype, device=self.device, generator=state.generator)
-                latent = (1 - sigma_next.to(self.device)) * x0 + sigma_next.to(self.device) * noise
+                latent = (1 - sigma_next) * x0 + sigma_next * noise
                 latent[:, :n_motion] = state.motion[0]
         return latent.to(self.dtype)
