@@ -1,4 +1,4 @@
-"""Fit a portrait to the output size: crop to the output's aspect around the face (zooming in on
+"""Fit a portrait to the output size: crop to the output's aspect around the head (zooming in on
 small faces), then resize. Landmarks found on the portrait follow the same transform.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 
 FRAME_PER_FACE_WIDTH = 3.5  # zoom in until the frame is at most this many face widths wide ...
 FRAME_PER_FACE_HEIGHT = 2.6  # ... and this many face heights tall (landmark box: brows to chin)
-FACE_BELOW_CENTRE = 0.08  # put the face this fraction of the frame height above the middle
+FOREHEAD = 0.5  # the head reaches this many landmark-box heights above the brows (forehead, hair)
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def choose_framing(portrait_size: tuple[int, int], face_box: tuple[float, float,
     crop_w = min(pw, ph * aspect, wanted)
     crop_h = crop_w / aspect
     cx = (fx0 + fx1) / 2
-    cy = (fy0 + fy1) / 2 + FACE_BELOW_CENTRE * crop_h
+    cy = (fy0 - FOREHEAD * (fy1 - fy0) + fy1) / 2  # centre the head, not just brows-to-chin
     x0 = round(np.clip(cx - crop_w / 2, 0, pw - crop_w))
     y0 = round(np.clip(cy - crop_h / 2, 0, ph - crop_h))
     x1 = min(pw, x0 + max(1, round(crop_w)))
