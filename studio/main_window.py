@@ -74,6 +74,7 @@ class MainWindow(QMainWindow):
         m.audio_file_loaded.connect(lambda path, error: self.audio.show_file(
             path, error, m.file_player.duration_s))
         m.speech_ready.connect(self.audio.show_speech_status)
+        m.source_changed.connect(self.audio.show_source)
         m.link.state_changed.connect(self.engine.show_state)
         m.link.log_line.connect(self.engine.append_log)
         QApplication.styleHints().colorSchemeChanged.connect(

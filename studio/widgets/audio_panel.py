@@ -132,6 +132,11 @@ class AudioPanel(QWidget):
         self.output_device.addItem("default output")
         self.output_device.addItems([dev.name for dev in outputs])
 
+    def show_source(self, name: str) -> None:
+        self.tabs.blockSignals(True)
+        self.tabs.setCurrentIndex(("microphone", "file", "speech").index(name))
+        self.tabs.blockSignals(False)
+
     def show_file(self, path: str, error: str, duration_s: float) -> None:
         self.file_label.setText(error or path)
         self.file_label.setStyleSheet("color: #d9534f;" if error else "")
