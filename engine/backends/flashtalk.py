@@ -16,6 +16,7 @@ from engine.backends.base import (
     OutOfMemory,
     SettingsError,
 )
+from engine.flashtalk.model.fp8_linear import quantize_dit_linears, scaled_mm_supported
 from engine.flashtalk.pipeline.models import T5_TOKENIZER, FlashTalkModels
 from engine.flashtalk.pipeline.settings import StreamSettings
 from engine.flashtalk.pipeline.streaming import StreamingPipeline, StreamState
@@ -55,6 +56,16 @@ class FlashTalkStream(AvatarStream):
             torch.cuda.empty_cache()
 
 
+def _check_precision(precision: str, device: torch.device) -> None:
+    """Refuse, before loading 38 GB, a precision this device cannot run fast."""
+    if precision not in ("bf16", "fp8"):
+        raise BackendUnavailable(f"unknown --precision {precision!r}: use bf16 or fp8")
+    if precision == "fp8" and device.type == "cuda" and not scaled_mm_supported(device):
+        major, minor = torch.cuda.get_device_capability(device)
+        raise BackendUnavailable(f"--precision fp8 needs FP8 tensor cores (compute capability 8.9+: Ada, "
+                                 f"Hopper); this GPU is {major}.{minor}: use --precision bf16")
+
+
 class FlashTalkBackend(Backend):
     name = "flashtalk"
 
@@ -62,9 +73,12 @@ class FlashTalkBackend(Backend):
         self.options = options
         device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        _check_precision(options.precision, device)
         t0 = time.perf_counter()
         models = self._load(options, device)
         models.dit.set_attention_backend(options.attention)
+        if options.precision == "fp8":
+            quantize_dit_linears(models.dit)  # before compile, so the graphs see the FP8 layers
         if options.compile:
             models.dit = torch.compile(models.dit)
             models.vae.model.encode = torch.compile(models.vae.model.encode)

@@ -118,3 +118,19 @@ def test_state_dict_round_trips_and_bf16_checkpoints_load_into_fp8():
             assert torch.equal(target.blocks[1].cross_attn.k_img.weight.float(),
                                source.blocks[1].cross_attn.k_img.weight.float())
             assert torch.equal(target(**inputs), expected)
+
+
+def test_a_meta_model_quantised_first_takes_a_bf16_checkpoint_by_assignment():
+    """What a shard-by-shard loader needs to hold only the FP8 weights: quantise on meta, then assign."""
+    source = tiny_dit(seed=0)
+    bf16_state = source.state_dict()
+    with torch.device("meta"):
+        target = FlashTalkDiT.from_config(FlashTalkDiT.tiny_config()).eval().requires_grad_(False)
+    assert quantize_dit_linears(target, use_scaled_mm=False) == len(BLOCK_LINEARS) * target.config.num_layers
+    target.load_state_dict(bf16_state, strict=True, assign=True)
+    assert not any(t.is_meta for t in target.state_dict().values())
+    assert target.blocks[0].self_attn.q.weight.dtype == FP8_DTYPE
+    quantize_dit_linears(source)
+    inputs = tiny_inputs(source)
+    with torch.no_grad():
+        assert torch.equal(target(**inputs), source(**inputs))

@@ -101,7 +101,7 @@ class FP8Linear(nn.Module):
         weight = state_dict.get(prefix + "weight")
         if weight is not None and weight.dtype != FP8_DTYPE:  # a bf16/fp32 Linear checkpoint
             state_dict = dict(state_dict)
-            quantized, scale = quantize_rows(weight.to(self.weight.device))
+            quantized, scale = quantize_rows(weight)  # where the checkpoint tensor is (assign keeps it)
             state_dict[prefix + "weight"], state_dict[prefix + "weight_scale"] = quantized, scale[:, 0]
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
