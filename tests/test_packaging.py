@@ -163,7 +163,8 @@ def test_bundle_renders_a_clip_with_the_puppet(bundle, tmp_path):
 
 @pytest.mark.slow
 def test_bundle_studio_starts_offscreen(bundle, tmp_path):
-    proc = subprocess.Popen([str(bundle / "flashtalk-studio")], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([str(bundle / "flashtalk-studio"), "--settings", str(tmp_path / "studio.ini")],
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=bundle_env(tmp_path))
     time.sleep(10)
     alive = proc.poll() is None
