@@ -1,6 +1,7 @@
 """The FlashTalk diffusion backend: our SoulX-FlashTalk pipeline behind the AvatarStream interface."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -17,6 +18,13 @@ from engine.backends.base import (
     SettingsError,
 )
 from engine.flashtalk.model.fp8_linear import quantize_dit_linears, scaled_mm_supported
+from engine.backends.flashtalk_ranks import CommandChannel, LeaderPipeline, follow, parallelize
+from engine.flashtalk.parallel.process_group import (
+    RankWorld,
+    close_rank_world,
+    init_rank_world,
+    launched_by_torchrun,
+)
 from engine.flashtalk.pipeline.models import T5_TOKENIZER, FlashTalkModels
 from engine.flashtalk.pipeline.settings import StreamSettings
 from engine.flashtalk.pipeline.streaming import StreamingPipeline, StreamState
@@ -51,6 +59,8 @@ class FlashTalkStream(AvatarStream):
         return self.pipeline.models.memory_report()
 
     def close(self) -> None:
+        if isinstance(self.pipeline, LeaderPipeline):
+            self.pipeline.release(self.state)
         self.state = None
         if self.pipeline.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -71,7 +81,9 @@ class FlashTalkBackend(Backend):
 
     def __init__(self, options: BackendOptions):
         self.options = options
-        device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.world = self._join_ranks(options)  # None on one GPU
+        device = self.world.device if self.world else torch.device(
+            options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         _check_precision(options.precision, device)
         t0 = time.perf_counter()
@@ -85,6 +97,30 @@ class FlashTalkBackend(Backend):
             models.vae.model.decode = torch.compile(models.vae.model.decode)
         self.load_s = time.perf_counter() - t0
         self.pipeline = StreamingPipeline(models)
+        if self.world and self.world.is_leader:
+            self.pipeline = LeaderPipeline(self.pipeline, CommandChannel(self.world))
+
+    @staticmethod
+    def _join_ranks(options: BackendOptions) -> RankWorld | None:
+        """Join torchrun's job when this engine spans several ranks (--gpus N or WORLD_SIZE > 1)."""
+        ranks = int(os.environ["WORLD_SIZE"]) if launched_by_torchrun() else 1
+        if options.gpus == 1 and ranks == 1:
+            return None
+        if not launched_by_torchrun():
+            raise BackendUnavailable(f"--gpus {options.gpus} needs one process per GPU: start it with "
+                                     f"`flashtalk serve --gpus {options.gpus}` or torchrun --nproc-per-node "
+                                     f"{options.gpus} -m engine serve ...")
+        if options.gpus not in (1, ranks):
+            raise BackendUnavailable(f"--gpus {options.gpus} but torchrun started {ranks} processes: "
+                                     "make them equal")
+        device_type = torch.device(options.device).type if options.device else (
+            "cuda" if torch.cuda.is_available() else "cpu")
+        return init_rank_world(device_type)
+
+    def follow(self) -> None:
+        """A follower rank: mirror the leader's pipeline calls until it shuts the engine down."""
+        follow(self.pipeline, CommandChannel(self.world))
+        self.close()
 
     @staticmethod
     def _load(options: BackendOptions, device: torch.device) -> FlashTalkModels:
@@ -126,6 +162,11 @@ class FlashTalkBackend(Backend):
         return FlashTalkStream(self.pipeline, state)
 
     def close(self) -> None:
+        if isinstance(self.pipeline, LeaderPipeline):
+            self.pipeline.shutdown()
+        if self.world:
+            close_rank_world()
+            self.world = None
         self.pipeline = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -1,8 +1,15 @@
-"""`flashtalk serve`: run the engine on a socket until SIGTERM/SIGINT."""
+"""`flashtalk serve`: run the engine on a socket until SIGTERM/SIGINT.
+
+With `--backend flashtalk --gpus N` (N > 1) the command re-runs itself under torchrun on N local
+ranks; `torchrun --nproc-per-node N [--nnodes ...] -m engine serve --backend flashtalk ...` does
+the same by hand (several hosts too). Rank 0 serves the socket, the other ranks follow it.
+"""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import sys
 
 from engine.backends.base import BackendError
 from engine.cli.common import UserError, add_backend_options, backend_options
@@ -23,6 +30,15 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    ranked = False
+    if args.backend == "flashtalk":  # torch is imported only for this backend
+        from engine.backends.flashtalk_ranks import relaunch_under_torchrun
+        from engine.flashtalk.parallel.process_group import launched_by_torchrun
+        ranked = launched_by_torchrun()
+        if args.gpus > 1 and not ranked:
+            relaunch_under_torchrun(args.gpus, _serve_argv())
+    if ranked and int(os.environ["RANK"]) != 0:
+        return _follow(args)
     config = ServerConfig(address=args.socket, backend=args.backend,
                           backend_options=backend_options(args), allow_remote=args.allow_remote,
                           client_timeout_s=args.client_timeout)
@@ -32,7 +48,39 @@ def run(args: argparse.Namespace) -> int:
     except (BackendError, EngineServerError) as exc:
         raise UserError(str(exc)) from None
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: server.stop_event.set())
+        signal.signal(sig, lambda *_: _stop(server, ranked))
     print(f"ready {address}", flush=True)
     server.serve_forever()
+    return 0
+
+
+def _stop(server: EngineServer, ranked: bool) -> None:
+    server.stop_event.set()
+    if ranked:  # torchrun stops every rank when one fails: never wait on a dead peer
+        from engine.backends.flashtalk_ranks import arm_exit_timer
+        arm_exit_timer()
+
+
+def _serve_argv() -> list[str]:
+    """This command's own arguments, `serve` first, to run again under torchrun."""
+    if "serve" not in sys.argv:
+        raise UserError("start a multi-GPU engine with: torchrun --nproc-per-node N -m engine serve "
+                        "--backend flashtalk ...")
+    return sys.argv[sys.argv.index("serve"):]
+
+
+def _follow(args: argparse.Namespace) -> int:
+    """A rank other than 0: load the same model, then run the leader's calls until shutdown."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: os._exit(1))  # torchrun is stopping the job
+    from engine.backends.flashtalk import FlashTalkBackend
+
+    rank = os.environ["RANK"]
+    try:
+        backend = FlashTalkBackend(backend_options(args))
+        backend.follow()
+    except BackendError as exc:
+        raise UserError(f"rank {rank}: {exc}") from None
+    except RuntimeError as exc:  # a collective failed: a peer died or timed out
+        raise UserError(f"rank {rank}: lost the other ranks ({str(exc).splitlines()[0][:160]})") from None
     return 0

@@ -26,13 +26,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _entry(rank: int, world_size: int, port: int, fn, args: tuple, result_path: str) -> None:
+def _entry(rank: int, world_size: int, port: int, fn, args: tuple, result_path: str, init: bool) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     try:
-        dist.init_process_group("gloo", rank=rank, world_size=world_size,
-                                timeout=timedelta(seconds=TIMEOUT_S))
+        if init:
+            dist.init_process_group("gloo", rank=rank, world_size=world_size,
+                                    timeout=timedelta(seconds=TIMEOUT_S))
         value = fn(rank, world_size, *args)
         if rank == 0:
             with open(result_path, "wb") as f:
@@ -45,11 +46,14 @@ def _entry(rank: int, world_size: int, port: int, fn, args: tuple, result_path: 
             dist.destroy_process_group()
 
 
-def run_on_gloo_world(world_size: int, fn, *args):
-    """fn(rank, world_size, *args) on `world_size` processes -> rank 0's result."""
+def run_on_gloo_world(world_size: int, fn, *args, init: bool = True):
+    """fn(rank, world_size, *args) on `world_size` processes -> rank 0's result.
+
+    init=False leaves joining to fn (torchrun's environment variables are set either way).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "rank0.pickle")
-        mp.start_processes(_entry, args=(world_size, free_port(), fn, args, path), nprocs=world_size,
+        mp.start_processes(_entry, args=(world_size, free_port(), fn, args, path, init), nprocs=world_size,
                            join=True, start_method="spawn")
         with open(path, "rb") as f:
             return pickle.load(f)

@@ -1,0 +1,161 @@
+"""One FlashTalk engine over N ranks (GPUs): rank 0 leads, the other ranks follow its calls.
+
+Rank 0 owns the socket and the session. Every pipeline call it makes (open a stream, generate a
+chunk, close a stream) is first broadcast to the followers on the `commands` group, then run by
+every rank at once (SPMD): each rank runs the DiT on its slice of the tokens and the VAE on its
+band of the frames, and all ranks end each chunk with the same frames; only rank 0 sends them.
+
+Failure: a follower that raises prints one line and exits non-zero; torchrun then stops every
+rank, rank 0 included. A rank that hangs makes the others' collectives time out (RankWorld's
+timeout) and exit the same way. A leader-side error marks the engine broken (ranks may be out of
+step), so later sessions get a one-line "restart the engine" error instead of a hang.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch.distributed as dist
+
+from engine.backends.base import BackendUnavailable
+from engine.flashtalk.parallel.parallel_vae import ParallelVAE
+from engine.flashtalk.parallel.process_group import RankWorld, sequence_parallel_groups
+from engine.flashtalk.parallel.usp import UnifiedSequenceParallel
+from engine.flashtalk.pipeline.models import FlashTalkModels
+from engine.flashtalk.pipeline.settings import StreamSettings
+from engine.flashtalk.pipeline.streaming import StreamingPipeline, StreamState
+
+TORCHRUN_MODULE = "torch.distributed.run"
+EXIT_GRACE_S = 5.0  # after SIGTERM, a rank stuck in a collective is ended this much later
+
+
+@dataclass(frozen=True)
+class Command:
+    """One leader call, as every follower receives it."""
+
+    name: str  # "open" | "generate" | "close" | "shutdown"
+    stream: int = -1
+    payload: Any = None  # open: (portrait uint8 [H, W, 3], StreamSettings); generate: float32 window
+
+
+class CommandChannel:
+    """Leader -> followers messages over the gloo `commands` group (pickled, small)."""
+
+    def __init__(self, world: RankWorld):
+        self.world = world
+
+    def send(self, command: Command) -> None:
+        dist.broadcast_object_list([command], src=0, group=self.world.commands)
+
+    def receive(self) -> Command:
+        box = [None]
+        dist.broadcast_object_list(box, src=0, group=self.world.commands)
+        return box[0]
+
+
+def parallelize(models: FlashTalkModels, world: RankWorld) -> FlashTalkModels:
+    """Give the models sequence-parallel attention and the band-parallel VAE over `world`."""
+    groups = sequence_parallel_groups(world.compute, models.dit.config.num_heads)
+    models.parallel = UnifiedSequenceParallel(groups)
+    models.vae = ParallelVAE(models.vae, world.compute, world.rank, world.world_size)
+    return models
+
+
+class LeaderPipeline:
+    """StreamingPipeline's prepare/generate on rank 0, mirrored on every follower."""
+
+    def __init__(self, pipeline: StreamingPipeline, channel: CommandChannel):
+        self.pipeline, self.channel = pipeline, channel
+        self.models, self.device, self.dtype = pipeline.models, pipeline.device, pipeline.dtype
+        self._lock = threading.Lock()  # one command (and its collectives) at a time
+        self._streams: dict[int, int] = {}  # id(state) -> stream number
+        self._next_stream = 0
+        self._broken: str | None = None
+
+    def prepare(self, portrait: np.ndarray, settings: StreamSettings) -> StreamState:
+        with self._lock:
+            number = self._next_stream
+            self._next_stream += 1
+            state = self._run(Command("open", number, (portrait, settings)), self.pipeline.prepare,
+                              portrait, settings)
+            self._streams[id(state)] = number
+            return state
+
+    def generate(self, state: StreamState, window: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        with self._lock:
+            command = Command("generate", self._streams[id(state)], np.asarray(window, np.float32))
+            return self._run(command, self.pipeline.generate, state, window)
+
+    def release(self, state: StreamState) -> None:
+        """Followers drop the stream's state too."""
+        with self._lock:
+            number = self._streams.pop(id(state), None)
+            if number is not None and self._broken is None:
+                self.channel.send(Command("close", number))
+
+    def shutdown(self) -> None:
+        """End the followers' loops (best effort: a dead follower is already gone)."""
+        with self._lock:
+            if self._broken is None:
+                try:
+                    self.channel.send(Command("shutdown"))
+                except RuntimeError:
+                    pass
+
+    def _run(self, command: Command, call, *args):
+        if self._broken is not None:
+            raise BackendUnavailable(f"a GPU rank failed earlier ({self._broken}); restart the engine")
+        self.channel.send(command)
+        try:
+            return call(*args)
+        except BaseException as exc:
+            self._broken = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise
+
+
+def follow(pipeline: StreamingPipeline, channel: CommandChannel) -> None:
+    """A follower's life: run each command the leader broadcasts until it says shutdown."""
+    states: dict[int, StreamState] = {}
+    while True:
+        command = channel.receive()
+        if command.name == "open":
+            states[command.stream] = pipeline.prepare(*command.payload)
+        elif command.name == "generate":
+            pipeline.generate(states[command.stream], command.payload)  # rank 0 sends the frames
+        elif command.name == "close":
+            states.pop(command.stream, None)
+        elif command.name == "shutdown":
+            return
+        else:
+            raise RuntimeError(f"unknown engine command {command.name!r}")
+
+
+def torchrun_argv(nproc: int, engine_args: list[str]) -> list[str]:
+    """The command line that runs `python -m engine <engine_args>` on `nproc` local ranks."""
+    return [sys.executable, "-m", TORCHRUN_MODULE, "--standalone", f"--nproc-per-node={nproc}",
+            "-m", "engine", *engine_args]
+
+
+def relaunch_under_torchrun(nproc: int, engine_args: list[str]) -> None:
+    """Replace this process by torchrun running the same engine command on `nproc` ranks.
+
+    torchrun then owns the ranks: it forwards SIGTERM/SIGINT to them and, when one dies, stops
+    the others and exits non-zero.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default, set here to silence its warning
+    argv = torchrun_argv(nproc, engine_args)
+    os.execv(argv[0], argv)
+
+
+def arm_exit_timer(seconds: float = EXIT_GRACE_S) -> None:
+    """Hard-exit later if a clean shutdown is stuck (e.g. in a collective with a dead rank)."""
+    timer = threading.Timer(seconds, os._exit, args=(1,))
+    timer.daemon = True
+    timer.start()
