@@ -17,8 +17,9 @@ from engine.backends.base import (
     OutOfMemory,
     SettingsError,
 )
-from engine.flashtalk.model.fp8_linear import quantize_dit_linears, scaled_mm_supported
 from engine.backends.flashtalk_ranks import CommandChannel, LeaderPipeline, follow, parallelize
+from engine.flashtalk.model.fp8_linear import quantize_dit_linears, scaled_mm_supported
+from engine.flashtalk.model.vae_compile import compile_vae
 from engine.flashtalk.parallel.process_group import (
     RankWorld,
     close_rank_world,
@@ -93,8 +94,7 @@ class FlashTalkBackend(Backend):
             quantize_dit_linears(models.dit)  # before compile, so the graphs see the FP8 layers
         if options.compile:
             models.dit = torch.compile(models.dit)
-            models.vae.model.encode = torch.compile(models.vae.model.encode)
-            models.vae.model.decode = torch.compile(models.vae.model.decode)
+            compile_vae(models.vae)  # per causal step: small graphs shared by every frame count
         self.load_s = time.perf_counter() - t0
         self.pipeline = StreamingPipeline(models)
         if self.world and self.world.is_leader:

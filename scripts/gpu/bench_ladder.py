@@ -4,6 +4,11 @@ Run on the GPU machine (see docs/perf-notes.md for the exact command). Writes on
 --out and prints a table last. Each variant: same portrait, same audio, same seed; the frames of
 every variant are compared with the first (relative error) so a lever that changes the result is
 visible next to its speed-up.
+
+Variants: an attention kernel name (cudnn, flash, ...) runs the eager DiT with that kernel;
+"compile" compiles the DiT; "compile_vae" also compiles the VAE; "compile_fp8" quantises the DiT's
+block linears to FP8, then compiles it. FP8 and the VAE compile stay on for the variants after
+them (quantisation is in place), so list them last: cudnn,flash,compile,compile_vae,compile_fp8.
 """
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ from avkit.audio_decode import load_audio
 from avkit.portrait_image import load_portrait
 from engine.backends.base import BackendOptions
 from engine.backends.flashtalk import FlashTalkBackend
+from engine.flashtalk.model.fp8_linear import FP8Linear, quantize_dit_linears
+from engine.flashtalk.model.vae_compile import compile_vae, vae_is_compiled
 from engine.protocol.messages import SessionSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +60,24 @@ def run_variant(backend: FlashTalkBackend, portrait, speech, chunks: int) -> dic
               "gpu_peak_gb": torch.cuda.max_memory_allocated() / 2**30}
     stream.close()
     return report, np.concatenate(outputs)
+
+
+def apply_variant(models, variant: str) -> dict:
+    """Set the DiT (and VAE) up for `variant` -> what is on now."""
+    dit = getattr(models.dit, "_orig_mod", models.dit)  # undo an earlier variant's torch.compile
+    compiled = variant.startswith("compile")
+    dit.set_attention_backend("cudnn" if compiled else variant)
+    torch._dynamo.reset()  # drop earlier graphs (and the weights they hold)
+    if variant == "compile_fp8":
+        quantize_dit_linears(dit)
+        torch.cuda.empty_cache()
+    if variant == "compile_vae":
+        compile_vae(models.vae)
+    models.dit = torch.compile(dit) if compiled else dit
+    weights = [*dit.parameters(), *dit.buffers()]
+    return {"dit_compiled": compiled, "dit_fp8": any(isinstance(m, FP8Linear) for m in dit.modules()),
+            "vae_compiled": vae_is_compiled(models.vae),
+            "dit_weights_gb": sum(t.numel() * t.element_size() for t in weights) / 2**30}
 
 
 def rel_err(a: np.ndarray, b: np.ndarray) -> float:
@@ -96,6 +121,8 @@ def main() -> None:
     p.add_argument("--chunks", type=int, default=3)
     p.add_argument("--variants", default="cudnn,flash,compile")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--no-stage-timings", action="store_true",
+                   help="no per-stage synchronisation: chunk times only (stage columns empty)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
@@ -107,29 +134,26 @@ def main() -> None:
                                               random_weights="14b", attention="cudnn"))
     results["build_s"] = time.perf_counter() - t0
     baseline = None
+    backend.pipeline.stage_timings = not args.no_stage_timings
     for variant in args.variants.split(","):
-        models = backend.pipeline.models
-        if variant == "compile":
-            models.dit.set_attention_backend("cudnn")
-            models.dit = torch.compile(models.dit)
-        else:
-            models.dit.set_attention_backend(variant)
+        setup = apply_variant(backend.pipeline.models, variant)
         torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         report, frames = run_variant(backend, portrait, speech, args.chunks)
-        report["variant_wall_s"] = time.perf_counter() - t0
+        report.update(setup, variant_wall_s=time.perf_counter() - t0)
         if baseline is None:
             baseline = frames
         report["frames_rel_err_vs_first_variant"] = rel_err(frames, baseline)
         results[variant] = report
         (args.out / "ladder.json").write_text(json.dumps(results, indent=2))
         print(variant, json.dumps(report), flush=True)
-    print(f"{'variant':<10}{'chunk ms':>10}{'fps':>8}{'dit step ms':>13}{'vae dec':>9}{'first s':>9}{'err':>9}")
+    print(f"{'variant':<12}{'chunk ms':>10}{'fps':>8}{'dit step ms':>13}{'vae dec':>9}{'first s':>9}{'err':>9}")
     for variant in args.variants.split(","):
         r = results[variant]
-        step = statistics.median(v for k, v in r["stages_ms"].items() if k.startswith("dit_step"))
-        print(f"{variant:<10}{r['chunk_ms']:>10.0f}{r['fps']:>8.2f}{step:>13.0f}"
-              f"{r['stages_ms']['vae_decode']:>9.0f}{r['first_chunk_latency_s']:>9.2f}"
+        steps = [v for k, v in r["stages_ms"].items() if k.startswith("dit_step")]
+        step = statistics.median(steps) if steps else float("nan")
+        print(f"{variant:<12}{r['chunk_ms']:>10.0f}{r['fps']:>8.2f}{step:>13.0f}"
+              f"{r['stages_ms'].get('vae_decode', float('nan')):>9.0f}{r['first_chunk_latency_s']:>9.2f}"
               f"{r['frames_rel_err_vs_first_variant']:>9.1e}")
 
 

@@ -5,8 +5,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from engine.flashtalk.model.dit import FlashTalkDiT  # noqa: E402
-from engine.flashtalk.model.fp8_linear import (  # noqa: E402
+from engine.flashtalk.model.dit import FlashTalkDiT
+from engine.flashtalk.model.fp8_linear import (
     BLOCK_LINEARS,
     FP8_DTYPE,
     FP8_MAX,
@@ -33,14 +33,14 @@ def tiny_dit(seed: int = 0) -> FlashTalkDiT:
 def tiny_inputs(model: FlashTalkDiT, seed: int = 1) -> dict:
     c = model.config
     g = torch.Generator().manual_seed(seed)
-    return dict(
-        x=torch.randn(1, c.in_dim, F_LAT, H, W, generator=g),
-        t=torch.full((1,), 937.5),
-        context=torch.randn(1, 7, c.text_dim, generator=g),
-        clip_fea=torch.randn(1, 257, c.clip_dim, generator=g),
-        audio=torch.randn(1, 1 + c.vae_scale * (F_LAT - 1), c.audio_window, c.audio_layers, c.audio_dim,
+    return {
+        "x": torch.randn(1, c.in_dim, F_LAT, H, W, generator=g),
+        "t": torch.full((1,), 937.5),
+        "context": torch.randn(1, 7, c.text_dim, generator=g),
+        "clip_fea": torch.randn(1, 257, c.clip_dim, generator=g),
+        "audio": torch.randn(1, 1 + c.vae_scale * (F_LAT - 1), c.audio_window, c.audio_layers, c.audio_dim,
                           generator=g),
-    )
+    }
 
 
 def test_rows_quantise_within_one_e4m3_step():

@@ -29,7 +29,7 @@ BLOCK_LINEARS = (
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """x [M, K] -> (fp8 [M, K], float32 scale [M, 1]) with x ~= fp8 * scale; each row's amax maps to 448."""
-    amax = x.abs().amax(dim=-1, keepdim=True).float().clamp(min=AMAX_FLOOR)
+    amax = x.float().abs().amax(dim=-1, keepdim=True).clamp(min=AMAX_FLOOR)
     scale = amax / FP8_MAX
     return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE), scale
 
