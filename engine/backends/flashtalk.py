@@ -17,7 +17,11 @@ from engine.backends.base import (
     OutOfMemory,
     SettingsError,
 )
-from engine.backends.flashtalk_ranks import CommandChannel, LeaderPipeline, follow, parallelize
+from engine.backends.flashtalk_ranks import (
+    CommandChannel,
+    LeaderPipeline,
+    follow,
+)
 from engine.flashtalk.model.fp8_linear import quantize_dit_linears, scaled_mm_supported
 from engine.flashtalk.model.vae_compile import compile_vae
 from engine.flashtalk.parallel.process_group import (

@@ -11,10 +11,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from engine.flashtalk.model.vae import WanVAE, WanVAEConfig, build_diffusers_vae  # noqa: E402
-from engine.flashtalk.parallel.parallel_vae import ParallelVAE, install_band_layers  # noqa: E402
-from engine.flashtalk.parallel.spatial_bands import band_sizes  # noqa: E402
-from tests.flashtalk.gloo_world import run_on_gloo_world  # noqa: E402
+from engine.flashtalk.model.vae import WanVAE, WanVAEConfig, build_diffusers_vae
+from engine.flashtalk.parallel.parallel_vae import ParallelVAE, install_band_layers
+from engine.flashtalk.parallel.spatial_bands import band_sizes
+from tests.flashtalk.gloo_world import run_on_gloo_world
 
 LATENTS = [(3, 5, 4), (2, 3, 6)]  # (T, h, w): split along h (uneven), then along w
 VIDEOS = [(5, 40, 32), (1, 24, 48)]  # (F, H, W) pixels

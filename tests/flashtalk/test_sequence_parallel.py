@@ -11,11 +11,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from engine.flashtalk.model.dit import FlashTalkDiT  # noqa: E402
-from engine.flashtalk.parallel.process_group import sequence_parallel_groups, usp_degrees  # noqa: E402
-from engine.flashtalk.parallel.ring_attention import attention_with_lse, merge_partials  # noqa: E402
-from engine.flashtalk.parallel.usp import UnifiedSequenceParallel  # noqa: E402
-from tests.flashtalk.gloo_world import run_on_gloo_world  # noqa: E402
+from engine.flashtalk.model.dit import FlashTalkDiT
+from engine.flashtalk.parallel.process_group import (
+    sequence_parallel_groups,
+    usp_degrees,
+)
+from engine.flashtalk.parallel.ring_attention import attention_with_lse, merge_partials
+from engine.flashtalk.parallel.usp import UnifiedSequenceParallel
+from tests.flashtalk.gloo_world import run_on_gloo_world
 
 SHAPES = [(3, 4, 6), (5, 14, 10), (1, 2, 4)]  # (F, h, w) latents: 18, 175 and 2 tokens
 SEED = 3

@@ -1,0 +1,120 @@
+"""The FlashTalk engine over 2 and 3 CPU ranks (gloo) streams the frames of the one-rank engine.
+
+The tiny checkpoint runs at 112x80 with 20-frame chunks: 7 latent frames of 5x7 patches = 245
+tokens, which neither 2 nor 3 ranks divide (padding + ring attention on 3 ranks), and a 14-latent
+width split into uneven VAE bands. Failure: a rank that dies ends the torchrun job within seconds,
+and a rank that hangs makes the others' collectives fail after the group timeout.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from engine.backends.base import BackendOptions
+from engine.protocol.messages import SessionSettings
+from tests.conftest import ASSETS, ROOT
+from tests.flashtalk.gloo_world import run_on_gloo_world
+
+SETTINGS = SessionSettings(width=112, height=80, chunk_frames=20, seed=5)
+CHUNKS = 2
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    from engine.flashtalk.weights import make_tiny
+    return make_tiny(tmp_path_factory.mktemp("tiny"), seed=0)[0]
+
+
+def _stream_frames(backend) -> np.ndarray:
+    from avkit.audio_decode import load_audio
+    from avkit.portrait_image import load_portrait
+    speech = load_audio(ASSETS / "speech.wav")
+    stream = backend.open_stream(load_portrait(ASSETS / "portrait.png"), SETTINGS)
+    chunks = []
+    for i in range(CHUNKS):
+        end = (i + 1) * stream.chunk_frames * 640
+        window = speech[max(0, end - stream.context_samples):end]
+        chunks.append(stream.generate(np.pad(window, (stream.context_samples - window.size, 0))).frames)
+    stream.close()
+    return np.stack(chunks)
+
+
+def _engine_rank(rank: int, world_size: int, model_dir: Path):
+    from engine.backends.flashtalk import FlashTalkBackend
+    backend = FlashTalkBackend(BackendOptions(model_dir=model_dir, device="cpu", gpus=world_size))
+    if rank != 0:
+        backend.follow()
+        return None
+    frames = _stream_frames(backend)
+    backend.close()
+    return frames
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ranks_stream_the_frames_of_one_rank(model_dir, world):
+    from engine.backends.flashtalk import FlashTalkBackend
+    one = _stream_frames(FlashTalkBackend(BackendOptions(model_dir=model_dir, device="cpu")))
+    many = run_on_gloo_world(world, _engine_rank, model_dir, init=False)
+    assert many.shape == one.shape == (CHUNKS, 20, 80, 112, 3)
+    diff = np.abs(many.astype(int) - one.astype(int))
+    assert diff.max() <= 2 and diff.mean() < 0.05, f"max {diff.max()}, mean {diff.mean():.3f}"
+
+
+def _hang_rank(rank: int, world_size: int) -> float | None:
+    from engine.flashtalk.parallel.process_group import init_rank_world
+    world = init_rank_world("cpu", timeout_s=2)
+    if rank != 0:
+        time.sleep(8)  # a rank stuck in something that never reaches the next collective
+        return None
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError):
+        torch.distributed.all_reduce(torch.ones(3), group=world.compute)
+    return time.perf_counter() - t0
+
+
+def test_a_hung_rank_makes_the_others_fail_after_the_timeout():
+    elapsed = run_on_gloo_world(2, _hang_rank, init=False)
+    assert 1.5 < elapsed < 7
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], check=False, capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _rank_of(pid: int) -> str | None:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return next((e[5:].decode() for e in env if e.startswith(b"RANK=")), None)
+
+
+def test_serve_gpus_runs_under_torchrun_and_ends_when_a_rank_dies(model_dir, tmp_path):
+    address = f"ipc://{tmp_path}/engine.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--socket", address, "--backend",
+                             "flashtalk", "--model", str(model_dir), "--device", "cpu", "--gpus", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert proc.stdout.readline().strip() == f"ready {address}"  # rank 0 serves, once
+        ranks = {_rank_of(p): p for p in _children(proc.pid)}  # proc is torchrun (exec)
+        assert set(ranks) == {"0", "1"}
+        os.kill(ranks["1"], signal.SIGKILL)
+        t0 = time.perf_counter()
+        code = proc.wait(timeout=40)
+        assert code != 0
+        assert time.perf_counter() - t0 < 30
+        assert not any(Path(f"/proc/{p}").exists() and _rank_of(p) for p in ranks.values())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
