@@ -270,6 +270,8 @@ class EngineServer:
             if not session.ready.is_set():
                 return
             self._announced = True
+            if owner in self._peers:  # preparation time is not client silence
+                self._peers[owner].last_seen = time.monotonic()
             if session.error is None:
                 stream = session.stream
                 self._send(owner, SessionOpened(
@@ -294,10 +296,12 @@ class EngineServer:
         if peer is None or now - peer.last_seen > self.config.client_timeout_s:
             self._end_session("client went silent")
         elif session.finished.is_set() and session.outbox_frames() == 0:
+            # The closing event must reach the client (a file render waits for it): if the
+            # socket is full, retry on the next tick instead of ending without it.
             self._send_metrics(session, owner)
-            self._send(owner, Event(kind="session_ended", session=session.id,
-                                    message="all audio has been turned into video"))
-            self._end_session(None)
+            if self._send(owner, Event(kind="session_ended", session=session.id,
+                                       message="all audio has been turned into video")):
+                self._end_session(None)
 
     def _flush_frames(self, session: LiveSession, owner: bytes) -> None:
         spf = self.timeline.samples_per_frame

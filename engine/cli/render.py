@@ -103,7 +103,6 @@ def _stream(address: str, portrait: bytes, audio: np.ndarray, settings: SessionS
         bar = tqdm(total=total_frames, unit="frame", disable=args.quiet, file=sys.stderr)
         chunks, metrics, sent, received = [], {}, 0, 0
         started = time.perf_counter()
-        last_beat = time.monotonic()
         try:
             done = False
             while not done:
@@ -112,9 +111,6 @@ def _stream(address: str, portrait: bytes, audio: np.ndarray, settings: SessionS
                     sent += block
                     if sent >= audio.size:
                         client.end_audio()
-                if time.monotonic() - last_beat > 1.0:
-                    client.heartbeat()
-                    last_beat = time.monotonic()
                 msg = client.recv(0.2)
                 if isinstance(msg, Frames):
                     frames = np.frombuffer(msg.rgb, np.uint8).reshape(msg.count, msg.height, msg.width, 3)

@@ -32,6 +32,9 @@ from engine.protocol.messages import (
 )
 
 
+HEARTBEAT_S = 1.0  # a waiting client pings this often; the engine times out silent clients
+
+
 class EngineError(RuntimeError):
     """The engine refused or failed something; `code` is the protocol error code."""
 
@@ -52,6 +55,7 @@ class EngineClient:
         self._seq = itertools.count(1)
         self._rcvhwm = rcvhwm
         self.welcome: Welcome | None = None
+        self._last_send = 0.0
         self.session: SessionOpened | None = None
 
     # -- connection ------------------------------------------------------------------------------
@@ -87,6 +91,7 @@ class EngineClient:
         if self.session is not None and not msg.session:
             msg.session = self.session.session
         self._sock.send_multipart(encode(msg), copy=False)
+        self._last_send = time.monotonic()
 
     def open_session(self, portrait: bytes, settings: SessionSettings | None = None,
                      timeout: float = 120.0) -> SessionOpened:
@@ -115,14 +120,22 @@ class EngineClient:
 
     # -- receiving -------------------------------------------------------------------------------
     def recv(self, timeout: float | None = None) -> Message | None:
-        """Next message, or None after `timeout` seconds (None = wait forever)."""
+        """Next message, or None after `timeout` seconds (None = wait forever).
+
+        While it waits it keeps the session alive with a heartbeat every HEARTBEAT_S, so a
+        client blocked on a slow engine is never mistaken for a vanished one.
+        """
         if self._sock is None:
             raise EngineError("not_connected", "not connected to an engine")
-        ms = None if timeout is None else max(0, int(timeout * 1000))
-        if not self._sock.poll(ms):
-            return None
-        parts = self._sock.recv_multipart(copy=True)
-        return decode(parts)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self.welcome is not None and time.monotonic() - self._last_send > HEARTBEAT_S:
+                self.heartbeat()
+            left = HEARTBEAT_S if deadline is None else min(HEARTBEAT_S, deadline - time.monotonic())
+            if self._sock.poll(max(0, int(left * 1000))):
+                return decode(self._sock.recv_multipart(copy=True))
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
 
     def _expect(self, kinds: tuple[type[Message], ...], timeout: float, what: str) -> Message:
         deadline = time.monotonic() + timeout
