@@ -52,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         backend = create_backend(args.backend, backend_options(args))
         load_s = time.perf_counter() - t0
+        world = getattr(backend, "world", None)
+        if world is not None and not world.is_leader:  # under torchrun: mirror rank 0's calls
+            backend.follow()
+            return 0
         result = measure(backend, portrait, speech, settings, args.chunks, timeline)
     except BackendError as exc:
         raise UserError(str(exc)) from None

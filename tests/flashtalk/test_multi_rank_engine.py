@@ -51,6 +51,10 @@ def _stream_frames(backend) -> np.ndarray:
 def _engine_rank(rank: int, world_size: int, model_dir: Path):
     from engine.backends.flashtalk import FlashTalkBackend
     backend = FlashTalkBackend(BackendOptions(model_dir=model_dir, device="cpu", gpus=world_size))
+    models = backend.pipeline.models
+    # Each rank must really work on its slice: sequence-parallel DiT, band-parallel VAE.
+    assert models.parallel is not None and models.parallel.world_size == world_size
+    assert type(models.vae).__name__ == "ParallelVAE"
     if rank != 0:
         backend.follow()
         return None
