@@ -21,6 +21,7 @@ from engine.backends.flashtalk_ranks import (
     CommandChannel,
     LeaderPipeline,
     follow,
+    parallelize,
 )
 from engine.flashtalk.model.fp8_linear import quantize_dit_linears, scaled_mm_supported
 from engine.flashtalk.model.vae_compile import compile_vae
@@ -93,6 +94,8 @@ class FlashTalkBackend(Backend):
         _check_precision(options.precision, device)
         t0 = time.perf_counter()
         models = self._load(options, device)
+        if self.world:  # sequence-parallel DiT and band-parallel VAE over the ranks
+            models = parallelize(models, self.world)
         models.dit.set_attention_backend(options.attention)
         if options.precision == "fp8":
             quantize_dit_linears(models.dit)  # before compile, so the graphs see the FP8 layers
