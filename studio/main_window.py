@@ -2,12 +2,23 @@
 dock widgets whose layout persists. It only wires widgets to the session model."""
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pyqtgraph as pg
-from PySide6.QtCore import QSettings, Qt, QTimer
-from PySide6.QtWidgets import QApplication, QDockWidget, QMainWindow, QVBoxLayout, QWidget
+from PySide6.QtCore import QSettings, QStandardPaths, Qt, QTimer
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QMainWindow,
+    QVBoxLayout,
+    QWidget,
+)
 
 from studio.audio.devices import find_device, input_devices, output_devices
 from studio.engine_options import EngineOptions
+from studio.outputs.virtual_camera_settings import load_camera_config
 from studio.session_model import SessionModel
 from studio.settings_store import StudioSettings, load_settings, save_settings
 from studio.stall_monitor import StallMonitor
@@ -19,6 +30,9 @@ from studio.widgets.summary_bar import SummaryBar
 from studio.widgets.video_view import VideoView
 
 POLL_MS = 50  # file position and microphone level
+SHORTCUTS = {  # action name -> key sequence, shown in the Session menu
+    "session": "Ctrl+Return", "mute": "Ctrl+M", "record": "Ctrl+R", "virtual_camera": "Ctrl+Shift+V",
+}
 
 
 class MainWindow(QMainWindow):
@@ -27,6 +41,7 @@ class MainWindow(QMainWindow):
         self.model = model
         self.store = store
         self.settings: StudioSettings = load_settings(store)
+        self.engine_running = False
         self.setWindowTitle("FlashTalk Studio")
         self.setDockOptions(QMainWindow.AnimatedDocks | QMainWindow.AllowTabbedDocks)
         self.video = VideoView()
@@ -46,6 +61,7 @@ class MainWindow(QMainWindow):
         self._dock(self.engine, "Engine", Qt.RightDockWidgetArea)
         self._dock(self.graphs, "Latency", Qt.BottomDockWidgetArea)
         self.stalls = StallMonitor(self)
+        self.actions = self._session_menu()
         self._wire_model()
         self._wire_widgets()
         self._poll = QTimer(self)
@@ -60,6 +76,19 @@ class MainWindow(QMainWindow):
         dock.setObjectName(f"dock-{title}")
         dock.setWidget(widget)
         self.addDockWidget(area, dock)
+
+    def _session_menu(self) -> dict[str, QAction]:
+        menu = self.menuBar().addMenu("&Session")
+        made = {}
+        for name, text, slot in (("session", "Start/stop &session", self.toggle_session),
+                                 ("mute", "&Mute microphone", self.model.toggle_mute),
+                                 ("record", "&Record", self.toggle_recording),
+                                 ("virtual_camera", "&Virtual camera", self.toggle_virtual_camera)):
+            action = QAction(text, self, shortcut=QKeySequence(SHORTCUTS[name]), checkable=name != "session")
+            action.triggered.connect(lambda _checked=False, run=slot: run())
+            menu.addAction(action)
+            made[name] = action
+        return made
 
     # -- wiring ----------------------------------------------------------------------------------
     def _wire_model(self) -> None:
@@ -96,11 +125,38 @@ class MainWindow(QMainWindow):
         a.output_device_chosen.connect(self._choose_output)
         e.start_requested.connect(self.start_engine)
         e.restart_requested.connect(self.start_engine)
-        e.stop_requested.connect(m.link.stop)
+        e.stop_requested.connect(self.stop_engine)
 
     def start_engine(self, options: EngineOptions) -> None:
         self.model.engine_options = options
         self.model.link.start(options)
+        self.engine_running = True
+
+    def stop_engine(self) -> None:
+        self.model.link.stop()
+        self.engine_running = False
+
+    # -- session menu actions (logic lives in the model and the outputs) -------------------------
+    def toggle_session(self) -> None:
+        if self.engine_running:
+            self.stop_engine()
+        else:
+            self.start_engine(self.engine.options())
+
+    def toggle_recording(self) -> None:
+        if self.model.recorder is not None:
+            self.model.stop_recording()
+        else:
+            folder = Path(QStandardPaths.writableLocation(QStandardPaths.MoviesLocation) or Path.home()) / "FlashTalk"
+            self.model.start_recording(folder / time.strftime("flashtalk-%Y%m%d-%H%M%S.mp4"))
+        self.actions["record"].setChecked(self.model.recorder is not None)
+
+    def toggle_virtual_camera(self) -> None:
+        if self.model.virtual_camera is not None:
+            self.model.stop_virtual_camera()
+        else:
+            self.model.start_virtual_camera(load_camera_config(self.store))
+        self.actions["virtual_camera"].setChecked(self.model.virtual_camera is not None)
 
     def _choose_output(self, name: str) -> None:
         self.settings.output_device = "" if name == "default output" else name
@@ -111,6 +167,10 @@ class MainWindow(QMainWindow):
         m = self.model
         self.audio.show_position(m.file_player.position_s, m.file_player.playing)
         self.audio.show_level(m.microphone.level if m.microphone else 0.0)
+        muted = bool(m.microphone and m.microphone.muted)
+        self.actions["mute"].setChecked(muted)
+        if self.audio.mute.isChecked() != muted and m.microphone is not None:
+            self.audio.mute.setChecked(muted)
 
     # -- settings --------------------------------------------------------------------------------
     def _restore(self) -> None:

@@ -12,10 +12,8 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
-from avkit.audio_decode import AudioFileError
 from avkit.portrait_image import PortraitImageError, load_portrait, read_portrait_bytes
 from avkit.timeline import Timeline
-
 from studio.audio.audio_file_source import AudioFileSource
 from studio.audio.audio_output import open_output
 from studio.audio.microphone import Microphone, MicrophoneError
@@ -25,12 +23,19 @@ from studio.engine_client import EngineLink
 from studio.engine_options import EngineOptions
 from studio.frame_schedule import DueFrame, FrameSchedule, ReceivedChunk
 from studio.outputs.fanout import OutputFanout
+from studio.outputs.recorder import Recorder
+from studio.outputs.virtual_camera import (
+    VirtualCamera,
+    VirtualCameraConfig,
+    VirtualCameraUnavailable,
+)
 from studio.session_stats import SessionStats
 
 TICK_MS = 10  # frame presentation check; well under one frame period (40 ms)
 SUMMARY_MS = 250
 MAX_RECENT = 8
 SOURCES = ("microphone", "file", "speech")
+RECORDER_FINISH_S = 10.0  # at quit: time to finish the recording before the process exits
 
 
 class SessionModel(QObject):
@@ -58,6 +63,8 @@ class SessionModel(QObject):
         self.portrait_bytes = b""
         self.recent: list[str] = []
         self.outputs = OutputFanout()
+        self.virtual_camera: VirtualCamera | None = None
+        self.recorder: Recorder | None = None
         self.stats = SessionStats(timeline.fps, t0=time.monotonic())
         self.clock: PlayoutClock | None = None
         self.schedule = FrameSchedule(timeline)
@@ -180,6 +187,47 @@ class SessionModel(QObject):
         self.select_source("speech")
         self.speech.say(text, self.speech_ready.emit)
 
+    def toggle_mute(self) -> bool:
+        """Mute/unmute the microphone; returns the new muted state (False without a microphone)."""
+        if self.microphone is None:
+            return False
+        self.microphone.muted = not self.microphone.muted
+        return self.microphone.muted
+
+    # -- outputs ---------------------------------------------------------------------------------
+    def start_virtual_camera(self, config: VirtualCameraConfig | None = None) -> str:
+        """Send the video to a virtual camera; returns "" or a one-line "what to do" message."""
+        self.stop_virtual_camera()
+        config = config or VirtualCameraConfig()
+        try:
+            self.virtual_camera = VirtualCamera(config, self.timeline.fps)
+        except VirtualCameraUnavailable as exc:
+            self.notice.emit(str(exc))
+            return str(exc)
+        self.outputs.add(self.virtual_camera)
+        self.notice.emit(f"virtual camera on: {self.virtual_camera.device} "
+                         f"({config.width}x{config.height} at {config.fps} fps)")
+        return ""
+
+    def stop_virtual_camera(self) -> None:
+        camera, self.virtual_camera = self.virtual_camera, None
+        if camera is not None:
+            self.outputs.remove(camera)
+            camera.close(lambda error: self.notice.emit(error or "virtual camera off"))
+
+    def start_recording(self, path: str | Path) -> None:
+        self.stop_recording()
+        self.recorder = Recorder(path)
+        self.outputs.add(self.recorder)
+        self.notice.emit(f"recording to {path}")
+
+    def stop_recording(self) -> None:
+        """Finish the file on the recorder's thread; a notice says where it went."""
+        recorder, self.recorder = self.recorder, None
+        if recorder is not None:
+            self.outputs.remove(recorder)
+            recorder.close(lambda error: self.notice.emit(error or f"recorded {recorder.path}"))
+
     def _on_file_ended(self) -> None:
         if self.mode == "file":
             self.link.end_audio()
@@ -285,5 +333,10 @@ class SessionModel(QObject):
         self.file_player.close()
         self.speech.close()
         self.stop_microphone()
+        self.stop_virtual_camera()
+        recorder = self.recorder
+        self.stop_recording()
+        if recorder is not None:
+            recorder.wait(RECORDER_FINISH_S)
         self.output.close()
         self.link.shutdown()

@@ -1,1 +1,1 @@
-"""Where generated frames + audio go besides the preview: recorder now, virtual camera later."""
+"""Where generated frames + audio go besides the preview: recorder and virtual camera."""

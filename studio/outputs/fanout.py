@@ -28,6 +28,13 @@ class OutputFanout:
     def add(self, output: Output) -> None:
         self._outputs.append(output)
 
+    def remove(self, output: Output) -> bool:
+        """Take one output out (the caller closes it); False when it was not plugged in."""
+        if output in self._outputs:
+            self._outputs.remove(output)
+            return True
+        return False
+
     @property
     def outputs(self) -> list[Output]:
         return list(self._outputs)

@@ -1,6 +1,9 @@
 """Record the session to an MP4 (H.264 + AAC) on a background thread.
 
-The writer opens with the first chunk's frame size; encoding never runs on the UI thread.
+The writer opens with the first chunk's frame size; encoding never runs on the UI thread. While
+recording, the file is a fragmented MP4 (`<name>.partial-<pid>.mp4`, one fragment per second) so a
+crash or kill loses at most the last second; on close it is remuxed into a regular MP4 (index up
+front) at the target path.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from avkit.mp4_writer import Mp4Writer
+from studio.outputs.mp4_remux import remux_to_regular_mp4
 
 _CLOSE = object()
 MAX_QUEUED_CHUNKS = 256
@@ -47,12 +51,12 @@ class Recorder:
                 frames, audio = item
                 if writer is None:
                     height, width = frames.shape[1:3]
-                    writer = Mp4Writer(self.path, width - width % 2, height - height % 2)
+                    writer = Mp4Writer(self.path, width - width % 2, height - height % 2, fragmented=True)
                 writer.write_frames(frames[:, :writer.height, :writer.width])
                 writer.write_audio(audio)
                 self.frames_written += len(frames)
             if writer is not None:
-                writer.close()
+                remux_to_regular_mp4(writer.close())
             elif not self.error:
                 self.error = f"nothing was recorded to {self.path}: no frames arrived"
         except Exception as exc:  # noqa: BLE001 - any encoder failure must reach the user, not kill the thread

@@ -1,0 +1,194 @@
+"""Studio outputs: virtual camera (through a registered fake pyvirtualcam backend), crash-safe
+recorder, and the Session menu's hotkeys."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import pyvirtualcam
+
+from avkit.mp4_writer import probe_mp4, read_mp4_frames
+from studio.outputs.recorder import Recorder
+from studio.outputs.virtual_camera import (
+    LINUX_HINT,
+    OBS_HINT,
+    VirtualCamera,
+    VirtualCameraConfig,
+    VirtualCameraUnavailable,
+    letterbox,
+    setup_hint,
+)
+
+from .conftest import ROOT
+
+
+class FakeCameraBackend:
+    """A pyvirtualcam backend that keeps what it is sent (with the time it came)."""
+    instances: ClassVar[list[FakeCameraBackend]] = []
+
+    def __init__(self, width, height, fps, fourcc, device, **_kw):
+        self.width, self.height, self.fps, self.fourcc = width, height, fps, fourcc
+        self.sent: list[tuple[float, np.ndarray]] = []
+        self.closed = False
+        self.lock = threading.Lock()
+        FakeCameraBackend.instances.append(self)
+
+    def send(self, frame: np.ndarray) -> None:
+        assert frame.dtype == np.uint8 and frame.size == self.height * self.width * 3
+        with self.lock:  # pyvirtualcam hands backends the frame flattened
+            self.sent.append((time.monotonic(), frame.reshape(self.height, self.width, 3).copy()))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def device(self) -> str:
+        return "fake0"
+
+    def native_fourcc(self):
+        return self.fourcc
+
+    def frames(self) -> list[tuple[float, np.ndarray]]:
+        with self.lock:
+            return list(self.sent)
+
+
+pyvirtualcam.register_backend("fake", FakeCameraBackend)
+CONFIG = VirtualCameraConfig(width=160, height=120, fps=20, backend="fake")
+
+
+@pytest.fixture
+def camera():
+    cam = VirtualCamera(CONFIG, source_fps=25)
+    yield cam, FakeCameraBackend.instances[-1]
+    cam.close()
+    cam.wait(5)
+
+
+def _wait_for(predicate, timeout=10.0):
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.01)
+
+
+def test_letterbox_keeps_aspect_with_black_bars():
+    wide = np.full((32, 64, 3), 200, np.uint8)  # 2:1 into 4:3 -> 160x80 band, 20-row bars
+    out = letterbox(wide, 160, 120)
+    assert out.shape == (120, 160, 3) and out.dtype == np.uint8
+    assert (out[:20] == 0).all() and (out[100:] == 0).all() and (out[20:100] == 200).all()
+    tall = np.full((100, 50, 3), 90, np.uint8)  # 1:2 into 4:3 -> 60x120 band, 50-column bars
+    out = letterbox(tall, 160, 120)
+    assert (out[:, :50] == 0).all() and (out[:, 110:] == 0).all() and (out[:, 50:110] == 90).all()
+
+
+def test_camera_sends_rgb_letterboxed_frames_at_its_rate_and_repeats_the_last(camera):
+    cam, backend = camera
+    assert (backend.width, backend.height, backend.fps) == (160, 120, 20)
+    assert backend.fourcc == pyvirtualcam.util.encode_fourcc(pyvirtualcam.PixelFormat.RGB.value)
+    _wait_for(lambda: len(backend.frames()) >= 3)
+    assert (backend.frames()[-1][1] == 0).all()  # black before the first chunk
+    red = np.zeros((2, 32, 64, 3), np.uint8)
+    red[..., 0] = 255  # RGB order: red must stay in channel 0
+    cam.write(red, np.zeros(2 * 640, np.float32))
+    t_write = time.monotonic()
+    time.sleep(1.5)  # no new frames for 1.5 s: the camera keeps sending the last one
+    sent = [(t, f) for t, f in backend.frames() if t >= t_write]
+    later = [f for t, f in sent if t >= t_write + 0.3]
+    assert len(later) >= 10  # still sending after the chunk ended (nominal: 24)
+    last = later[-1]
+    assert last.shape == (120, 160, 3) and last.dtype == np.uint8
+    assert (last[20:100, :, 0] == 255).all() and (last[20:100, :, 1:] == 0).all()
+    assert (last[:20] == 0).all() and (last[100:] == 0).all()
+    times = np.array([t for t, _ in backend.frames()])
+    span = times[-1] - times[0]
+    rate = (len(times) - 1) / span
+    assert 12 <= rate <= 21, f"camera rate {rate:.1f} fps, configured 20"  # never faster than asked
+
+
+def test_camera_plays_a_chunk_out_at_the_source_rate(camera):
+    cam, backend = camera
+    chunk = np.zeros((25, 32, 64, 3), np.uint8)
+    chunk[:, :, :, 1] = np.arange(25, dtype=np.uint8)[:, None, None] * 10  # frame k: green = 10k
+    cam.write(chunk, np.zeros(25 * 640, np.float32))
+    t_write = time.monotonic()
+    _wait_for(lambda: any(f[60, 80, 1] == 240 for _, f in backend.frames()), timeout=10)
+    t_last = next(t for t, f in backend.frames() if f[60, 80, 1] == 240)
+    assert t_last - t_write >= 0.7  # 25 frames at 25 fps take ~1 s, not one burst
+    greens = [int(f[60, 80, 1]) for t, f in backend.frames() if t >= t_write]
+    shown = [g for g in greens if g % 10 == 0]
+    assert shown == sorted(shown)  # in order, never backwards
+
+
+def test_no_device_gives_setup_guidance():
+    assert "sudo modprobe v4l2loopback exclusive_caps=1" in setup_hint("linux")
+    assert "OBS" in setup_hint("win32") and setup_hint("darwin") == OBS_HINT
+    native = "v4l2loopback" if sys.platform.startswith("linux") else "obs"  # the OS's real backend
+    with pytest.raises(VirtualCameraUnavailable) as err:  # this machine has no v4l2loopback device
+        VirtualCamera(VirtualCameraConfig(width=160, height=120, fps=20, backend=native))
+    message = str(err.value)
+    assert "\n" not in message and (LINUX_HINT in message if sys.platform.startswith("linux") else OBS_HINT in message)
+    with pytest.raises(VirtualCameraUnavailable, match="unknown virtual camera backend 'nope'"):
+        VirtualCamera(VirtualCameraConfig(backend="nope"))
+
+
+def test_recorder_finishes_a_regular_mp4(tmp_path):
+    rec = Recorder(tmp_path / "out.mp4")
+    for i in range(3):
+        rec.write(np.full((25, 48, 64, 3), 60 * i, np.uint8), np.zeros(25 * 640, np.float32))
+    errors = []
+    rec.close(errors.append)
+    rec.wait(30)
+    assert errors == [""]
+    info = probe_mp4(tmp_path / "out.mp4")
+    assert info.video_frames == 75 and (info.width, info.height) == (64, 48) and info.audio_samples >= 75 * 640
+    data = (tmp_path / "out.mp4").read_bytes()
+    assert b"moof" not in data and data.index(b"moov") < data.index(b"mdat")  # remuxed: index up front
+    assert not list(tmp_path.glob("*.partial-*"))
+
+
+def test_killed_recording_keeps_all_but_the_last_second(tmp_path):
+    script = f"""
+import os, signal, time
+import numpy as np
+from studio.outputs.recorder import Recorder
+rec = Recorder({str(tmp_path / 'rec.mp4')!r})
+for i in range(4):  # 100 frames = 4 s in 25-frame chunks
+    rec.write(np.full((25, 48, 64, 3), 50 * i, np.uint8), np.zeros(25 * 640, np.float32))
+while rec.frames_written < 100:
+    time.sleep(0.01)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], check=False, cwd=ROOT, timeout=60, capture_output=True)
+    assert proc.returncode == -9, proc.stderr.decode()[-500:]
+    partial = next(tmp_path.glob("rec.partial-*.mp4"))
+    info = probe_mp4(partial)
+    assert 75 <= info.video_frames <= 100 and info.audio_samples >= 50 * 640
+    frames = read_mp4_frames(partial)
+    assert abs(int(frames[:25].mean()) - 0) <= 3 and abs(int(frames[50:75].mean()) - 100) <= 3
+
+
+def test_session_menu_hotkeys(studio, qtbot, monkeypatch):
+    expected = {"session": "Ctrl+Return", "mute": "Ctrl+M", "record": "Ctrl+R", "virtual_camera": "Ctrl+Shift+V"}
+    menu = next(a.menu() for a in studio.menuBar().actions() if a.text() == "&Session")
+    in_menu = set(menu.actions())
+    for name, keys in expected.items():
+        action = studio.actions[name]
+        assert action.shortcut().toString() == keys and action in in_menu
+    studio.store.setValue("virtual_camera/backend", "fake")
+    studio.store.setValue("virtual_camera/width", 160)
+    studio.store.setValue("virtual_camera/height", 120)
+    studio.actions["virtual_camera"].trigger()
+    assert studio.model.virtual_camera is not None and studio.actions["virtual_camera"].isChecked()
+    assert studio.model.virtual_camera in studio.model.outputs.outputs
+    assert (FakeCameraBackend.instances[-1].width, FakeCameraBackend.instances[-1].height) == (160, 120)
+    studio.actions["virtual_camera"].trigger()
+    assert studio.model.virtual_camera is None and not studio.actions["virtual_camera"].isChecked()
+    studio.store.setValue("virtual_camera/backend", "v4l2loopback")  # no device here: a notice, no crash
+    studio.actions["virtual_camera"].trigger()
+    assert studio.model.virtual_camera is None and not studio.actions["virtual_camera"].isChecked()
+    assert "v4l2loopback" in studio.statusBar().currentMessage()
