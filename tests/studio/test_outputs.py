@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import pyvirtualcam
 
-from avkit.mp4_writer import probe_mp4, read_mp4_frames
+from avkit.mp4_writer import Mp4Writer, probe_mp4, read_mp4_audio, read_mp4_frames
 from studio.outputs.recorder import Recorder
 from studio.outputs.virtual_camera import (
     LINUX_HINT,
@@ -192,3 +192,18 @@ def test_session_menu_hotkeys(studio, qtbot, monkeypatch):
     studio.actions["virtual_camera"].trigger()
     assert studio.model.virtual_camera is None and not studio.actions["virtual_camera"].isChecked()
     assert "v4l2loopback" in studio.statusBar().currentMessage()
+
+
+def test_remux_trims_aac_priming_like_a_regular_mp4(tmp_path):
+    """Fragmented MP4s play the encoder's priming as audio; the remuxed file trims it again."""
+    pcm = np.zeros(40 * 1024, np.float32)
+    pcm[16000] = 1.0  # a click at exactly 1 s
+    with Mp4Writer(tmp_path / "plain.mp4", 64, 48) as plain:
+        plain.write_frames(np.zeros((50, 48, 64, 3), np.uint8))
+        plain.write_audio(pcm)
+    rec = Recorder(tmp_path / "rec.mp4")
+    rec.write(np.zeros((50, 48, 64, 3), np.uint8), pcm)
+    rec.close(lambda _error: None)
+    rec.wait(30)
+    clicks = [int(np.argmax(np.abs(read_mp4_audio(tmp_path / name)))) for name in ("plain.mp4", "rec.mp4")]
+    assert abs(clicks[0] - 16000) < 200 and abs(clicks[1] - clicks[0]) < 50
