@@ -132,12 +132,15 @@ def test_slow_client_gets_dropped_frames_not_unbounded_memory(engine, portrait_b
         for i in range(0, audio.size, 16000):
             client.send_audio(audio[i:i + 16000], 16000)
         client.end_audio()
-        time.sleep(8)  # not reading: frames pile up in the engine, which must drop the oldest
+        for _ in range(16):  # alive (heartbeats) but not reading: frames pile up in the engine,
+            client.heartbeat()  # which must drop the oldest
+            time.sleep(0.5)
         peak = rss.memory_info().rss
         received, metrics = 0, {}
+        deadline = time.monotonic() + 120
         while True:
             msg = client.recv(20)
-            assert msg is not None
+            assert msg is not None and time.monotonic() < deadline
             if isinstance(msg, Frames):
                 received += msg.count
             elif isinstance(msg, Metrics):
