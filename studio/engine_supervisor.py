@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, QTimer, Signal
 
@@ -82,8 +83,9 @@ class EngineSupervisor(QObject):
         if not self._wanted:
             return
         proc = QProcess(self)
-        proc.setProgram(self.python)
-        proc.setArguments(["-m", "engine", *self.options.serve_args(self.address)])
+        program, prefix = engine_command(self.python)
+        proc.setProgram(program)
+        proc.setArguments([*prefix, *self.options.serve_args(self.address)])
         proc.readyReadStandardOutput.connect(lambda: self._read_stdout(proc))
         proc.readyReadStandardError.connect(lambda: self._read_stderr(proc))
         proc.finished.connect(lambda code, status: self._on_finished(proc, code, status))
@@ -144,3 +146,12 @@ class EngineSupervisor(QObject):
         self.log_line.emit(f"studio: {what}")
         self.state_changed.emit("restarting", f"{what}; restarting in {delay:.0f} s")
         self._restart_timer.start(int(delay * 1000))
+
+
+def engine_command(python: str) -> tuple[str, list[str]]:
+    """How to start `flashtalk serve`: `python -m engine`, or in a frozen bundle (where
+    sys.executable is the studio itself) the `flashtalk` program that ships beside it."""
+    if getattr(sys, "frozen", False):
+        name = "flashtalk.exe" if sys.platform == "win32" else "flashtalk"
+        return str(Path(sys.executable).with_name(name)), []
+    return python, ["-m", "engine"]
