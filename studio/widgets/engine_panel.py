@@ -2,7 +2,7 @@
 running engine; status and the engine's log tail."""
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
                                QLineEdit, QPlainTextEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
@@ -10,6 +10,12 @@ from studio.engine_options import BACKENDS, RESOLUTIONS, EngineOptions
 
 LOG_LINES = 400
 
+
+FIRST_RUN_GUIDE = (
+    "No FlashTalk model configured: the avatar runs on the CPU puppet backend. For the diffusion "
+    "model (GPU): download the weights with `flashtalk models download ~/models`, or choose a "
+    "SoulX-FlashTalk-14B folder under Model, or tick \"attach\" to use a GPU server "
+    "(docs/quickstart.md explains each path).")
 
 class EnginePanel(QWidget):
     start_requested = Signal(object)  # EngineOptions
@@ -55,6 +61,10 @@ class EnginePanel(QWidget):
         self.restart_button.clicked.connect(lambda: self.restart_requested.emit(self.options()))
         for b in (self.start_button, self.stop_button, self.restart_button):
             buttons.addWidget(b)
+        self.guide = QLabel(FIRST_RUN_GUIDE)
+        self.guide.setWordWrap(True)
+        self.guide.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.model_dir.textChanged.connect(self._sync_enabled)
         self.status = QLabel("engine stopped")
         self.status.setWordWrap(True)
         self.log = QPlainTextEdit(readOnly=True)
@@ -63,6 +73,7 @@ class EnginePanel(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
+        layout.addWidget(self.guide)
         layout.addWidget(self.status)
         layout.addWidget(self.log, 1)
         self._sync_enabled()
@@ -78,6 +89,8 @@ class EnginePanel(QWidget):
             w.setEnabled(not attach)
         self.address.setEnabled(attach)
         self.token_file.setEnabled(attach)
+        # First run: no model and no remote engine -> explain the three ways to the diffusion model.
+        self.guide.setVisible(not attach and not self.model_dir.text().strip())
 
     # -- options <-> widgets ---------------------------------------------------------------------
     def options(self) -> EngineOptions:

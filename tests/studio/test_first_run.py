@@ -1,4 +1,4 @@
-"""The studio starts its engine with `python -m engine`, or the bundled `flashtalk` when frozen."""
+"""First run: the studio finds its engine (source or bundle) and explains how to get the diffusion model."""
 from __future__ import annotations
 
 import sys
@@ -17,3 +17,15 @@ def test_engine_command_in_a_frozen_bundle(monkeypatch, tmp_path):
     program, prefix = engine_command(sys.executable)
     assert Path(program) == tmp_path / ("flashtalk.exe" if sys.platform == "win32" else "flashtalk")
     assert prefix == []
+
+
+def test_first_run_guide_shows_until_a_model_or_remote_engine_is_set(qtbot):
+    from studio.widgets.engine_panel import EnginePanel
+    panel = EnginePanel()
+    qtbot.addWidget(panel)
+    assert not panel.guide.isHidden() and "flashtalk models download" in panel.guide.text()
+    panel.model_dir.setText("/models/SoulX-FlashTalk-14B")
+    assert panel.guide.isHidden()
+    panel.model_dir.setText("")
+    panel.attach.setChecked(True)
+    assert panel.guide.isHidden()
