@@ -130,7 +130,7 @@ def check_soak(result: SoakResult, audio: PatternAudio) -> None:
     assert result.frames == expected
     assert result.metrics["frames"] == expected
     assert result.metrics["dropped_frames"] == 0 and result.metrics["skipped_frames"] == 0
-    assert result.metrics["idle_chunks"] == 0
+    assert result.metrics["idle_chunks"] == 0 and result.metrics["backlog_s"] == 0
     assert result.rss_warm and result.rss_end < result.rss_warm * 1.05, "engine memory grew"
     assert result.fds_end == result.fds_warm, "engine leaks file descriptors"
 

@@ -123,7 +123,8 @@ class LiveSession:
         self._thread.join(wait)
 
     def backlog_samples(self) -> int:
-        return self._ring.total - self._next_frame * self.timeline.samples_per_frame
+        """Audio received but not yet shown; 0 once the zero-padded last frame is done."""
+        return max(0, self._ring.total - self._next_frame * self.timeline.samples_per_frame)
 
     def pop_chunk(self) -> ChunkOut | None:
         with self._cond:
