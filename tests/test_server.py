@@ -124,32 +124,55 @@ def test_client_that_vanishes_frees_the_engine(engine, portrait_bytes, speech):
         client.close_session()
 
 
-def test_slow_client_gets_dropped_frames_not_unbounded_memory(engine, portrait_bytes):
+def test_slow_live_client_loses_oldest_frames_not_memory(engine, portrait_bytes):
     rss = psutil.Process(engine.proc.pid)
     with EngineClient(engine.address, rcvhwm=2) as client:
-        client.open_session(portrait_bytes, SessionSettings(width=256, height=256, mode="file"))
-        audio = np.random.default_rng(0).normal(0, 0.1, 16000 * 60).astype(np.float32)
-        for i in range(0, audio.size, 16000):
-            client.send_audio(audio[i:i + 16000], 16000)
-        client.end_audio()
+        client.open_session(portrait_bytes, SessionSettings(width=256, height=256, mode="live"))
+        audio = np.random.default_rng(0).normal(0, 0.1, 16000 * 6).astype(np.float32)
+        client.send_audio(audio, 16000)
         for _ in range(16):  # alive (heartbeats) but not reading: frames pile up in the engine,
             client.heartbeat()  # which must drop the oldest
             time.sleep(0.5)
         peak = rss.memory_info().rss
+        firsts, dropped = [], 0
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (dropped and len(firsts) > 50):
+            msg = client.recv(0.5)
+            if isinstance(msg, Frames):
+                firsts.append(msg.first_frame)
+            elif isinstance(msg, Metrics):
+                dropped = max(dropped, msg.values["dropped_frames"])
+        client.close_session()
+    assert dropped > 0
+    # What was already on the wire arrives, then a jump: the dropped frames were the oldest ones.
+    assert firsts == sorted(firsts)
+    assert max(b - a for a, b in zip(firsts, firsts[1:])) > 2
+    assert peak < 800 * 2**20, f"engine grew to {peak / 2**20:.0f} MB"
+
+
+def test_slow_file_client_loses_nothing(engine, portrait_bytes):
+    with EngineClient(engine.address, rcvhwm=2) as client:
+        client.open_session(portrait_bytes, SessionSettings(width=128, height=128, mode="file"))
+        audio = np.random.default_rng(1).normal(0, 0.1, 16000 * 30).astype(np.float32)
+        for i in range(0, audio.size, 16000):
+            client.send_audio(audio[i:i + 16000], 16000)
+        client.end_audio()
+        for _ in range(8):  # a slow reader: the engine waits instead of dropping
+            client.heartbeat()
+            time.sleep(0.5)
         received, metrics = 0, {}
         deadline = time.monotonic() + 120
         while True:
             msg = client.recv(20)
             assert msg is not None and time.monotonic() < deadline
             if isinstance(msg, Frames):
+                assert msg.first_frame == received
                 received += msg.count
             elif isinstance(msg, Metrics):
                 metrics = msg.values
             elif isinstance(msg, Event) and msg.kind == "session_ended":
                 break
-    assert metrics["dropped_frames"] > 0
-    assert received + metrics["dropped_frames"] == 1500
-    assert peak < 800 * 2**20, f"engine grew to {peak / 2**20:.0f} MB"
+    assert received == 750 and metrics["dropped_frames"] == 0
 
 
 def test_live_mode_keeps_the_avatar_alive_in_silence(engine, portrait_bytes):

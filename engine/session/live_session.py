@@ -132,6 +132,7 @@ class LiveSession:
                 return None
             out = self._outbox.popleft()
             self._outbox_count -= len(out.frames)
+            self._cond.notify_all()
             return out
 
     def unpop_chunk(self, out: ChunkOut) -> None:
@@ -176,6 +177,9 @@ class LiveSession:
             while True:
                 if self._closing:
                     return False
+                if self._outbox_full(n):  # file mode: wait for the client, never drop frames
+                    self._cond.wait(0.02)
+                    continue
                 self._skip_if_behind()
                 end = (self._next_frame + n) * spf
                 if self._ring.total >= end:
@@ -242,7 +246,16 @@ class LiveSession:
             self.events.append(("warning", f"engine slower than real time: skipped "
                                            f"{skip / self.timeline.fps:.1f} s of audio"))
 
+    def _outbox_full(self, n: int) -> bool:
+        """File mode only: another chunk would overflow the outbox (one chunk always fits)."""
+        return (self.settings.mode == "file" and self._outbox_count > 0
+                and self._outbox_count + n > self.limits.outbox_frames)
+
     def _trim_outbox(self) -> None:
+        """Live mode: a slow client loses the oldest frames (counted), latency stays bounded.
+        File mode never drops: generation waits for the client instead (_outbox_full)."""
+        if self.settings.mode == "file":
+            return
         while self._outbox_count > self.limits.outbox_frames and len(self._outbox) > 1:
             old = self._outbox.popleft()
             self._outbox_count -= len(old.frames)
