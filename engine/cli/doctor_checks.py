@@ -327,13 +327,17 @@ def _no_audio_fix() -> str:
     return "plug in a microphone and allow microphone access for Python in the system settings"
 
 
+SYSTEM_CAMERA_BACKEND = {"linux": "v4l2loopback", "win32": "obs", "darwin": "obs"}
+
 def check_virtual_camera() -> CheckResult:
     if importlib.util.find_spec("pyvirtualcam") is None:
         return CheckResult("virtual camera", WARNING, "pyvirtualcam is not installed",
                            "pip install pyvirtualcam")
     import pyvirtualcam
     try:
-        with pyvirtualcam.Camera(width=64, height=64, fps=25) as cam:
+        # The platform's own backend, never one registered in-process (tests register fakes).
+        backend = SYSTEM_CAMERA_BACKEND.get(sys.platform)
+        with pyvirtualcam.Camera(width=64, height=64, fps=25, backend=backend) as cam:
             device = cam.device
     except RuntimeError as exc:
         reason = str(exc).splitlines()[0].split(". ")[0]
