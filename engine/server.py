@@ -3,6 +3,8 @@
 A single thread owns the ROUTER socket. It decodes and checks every message, hands audio to the
 session, and moves finished chunks from the session's outbox to the socket without ever blocking:
 a slow client makes the outbox drop its oldest frames (counted), never grows memory.
+Replies (errors, events, acks) never get lost behind frames: when a peer's send queue is full
+they wait in that peer's small control queue and go out, in order, before any further frames.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import secrets
 import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,6 +58,7 @@ class ServerConfig:
     client_timeout_s: float = 10.0  # a session's client silent this long is gone
     metrics_interval_s: float = 0.5
     max_clients: int = 64  # remembered peers; the least recently seen is forgotten first
+    max_pending_replies: int = 256  # per peer; a peer that never reads loses its oldest replies
     allow_remote: bool = False  # tcp on a non-loopback interface
     limits: SessionLimits = field(default_factory=SessionLimits)
 
@@ -68,6 +71,7 @@ class EngineServerError(RuntimeError):
 class _Peer:
     authenticated: bool = False
     last_seen: float = field(default_factory=time.monotonic)
+    pending: deque = field(default_factory=deque)  # encoded replies the socket could not take yet
 
 
 class EngineServer:
@@ -76,7 +80,7 @@ class EngineServer:
         self.config = config
         self.timeline = Timeline()
         self.backend = backend or create_backend(config.backend, config.backend_options)
-        self.counters = {"malformed": 0, "unauthenticated": 0, "sessions": 0}
+        self.counters = {"malformed": 0, "unauthenticated": 0, "sessions": 0, "replies_dropped": 0}
         self._ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket | None = None
         self._token = ""
@@ -128,6 +132,7 @@ class EngineServer:
                     except zmq.Again:
                         break
                     self._on_parts(parts)
+            self._flush_replies()
             self._service_session()
         self.shutdown()
 
@@ -249,18 +254,53 @@ class EngineServer:
             self._send(ident, Error(code="bad_audio", session=session.id, message=str(exc)))
 
     # -- outbound --------------------------------------------------------------------------------
-    def _send(self, ident: bytes, msg: Message) -> bool:
-        """Non-blocking send; False when the peer's queue is full or the peer is gone."""
+    def _send(self, ident: bytes, msg: Message) -> None:
+        """Send a reply that must arrive: queued behind earlier ones while the peer's queue is full."""
         if self._sock is None:
+            return
+        msg.seq = next(self._seq)
+        peer = self._peers.get(ident)
+        if peer is None:  # forgotten peer (or never seen): best effort only
+            self._try_send(ident, encode(msg))
+            return
+        peer.pending.append(encode(msg))
+        while len(peer.pending) > self.config.max_pending_replies:
+            peer.pending.popleft()
+            self.counters["replies_dropped"] += 1
+        self._flush_peer(ident, peer)
+
+    def _send_droppable(self, ident: bytes, msg: Message) -> bool:
+        """Frames and metrics: sent only behind every pending reply; False when it did not go out."""
+        peer = self._peers.get(ident)
+        if self._sock is None or (peer is not None and peer.pending):
             return False
         msg.seq = next(self._seq)
+        return self._try_send(ident, encode(msg)) is True
+
+    def _try_send(self, ident: bytes, parts: list) -> bool | None:
+        """True: sent. False: the peer's queue is full, try later. None: the peer is gone."""
         try:
-            self._sock.send_multipart([ident, *encode(msg)], flags=zmq.NOBLOCK, copy=False)
+            self._sock.send_multipart([ident, *parts], flags=zmq.NOBLOCK, copy=False)
             return True
         except zmq.Again:
             return False
         except zmq.ZMQError:  # EHOSTUNREACH: the peer disconnected
-            return False
+            return None
+
+    def _flush_peer(self, ident: bytes, peer: _Peer) -> None:
+        while peer.pending:
+            sent = self._try_send(ident, peer.pending[0])
+            if sent is False:
+                return
+            peer.pending.popleft()
+            if sent is None:  # gone: nobody will read the rest
+                self.counters["replies_dropped"] += 1 + len(peer.pending)
+                peer.pending.clear()
+
+    def _flush_replies(self) -> None:
+        for ident, peer in self._peers.items():
+            if peer.pending:
+                self._flush_peer(ident, peer)
 
     def _service_session(self) -> None:
         session, owner = self._session, self._owner
@@ -299,9 +339,9 @@ class EngineServer:
             # The closing event must reach the client (a file render waits for it): if the
             # socket is full, retry on the next tick instead of ending without it.
             self._send_metrics(session, owner)
-            if self._send(owner, Event(kind="session_ended", session=session.id,
-                                       message="all audio has been turned into video")):
-                self._end_session(None)
+            self._send(owner, Event(kind="session_ended", session=session.id,
+                                    message="all audio has been turned into video"))
+            self._end_session(None)
 
     def _flush_frames(self, session: LiveSession, owner: bytes) -> None:
         spf = self.timeline.samples_per_frame
@@ -312,7 +352,7 @@ class EngineServer:
                          capture_t0=out.capture_t0, idle=out.idle, timings=out.timings,
                          rgb=memoryview(frames).cast("B"),
                          audio=np.ascontiguousarray(out.audio[: len(frames) * spf]).tobytes())
-            if not self._send(owner, msg):
+            if not self._send_droppable(owner, msg):
                 session.unpop_chunk(out)
                 break
 
@@ -321,7 +361,7 @@ class EngineServer:
         values.update(outbox_frames=session.outbox_frames(),
                       backlog_s=session.backlog_samples() / self.timeline.sample_rate,
                       malformed=self.counters["malformed"])
-        self._send(owner, Metrics(session=session.id, values=values))
+        self._send_droppable(owner, Metrics(session=session.id, values=values))
 
     def _end_session(self, reason: str | None) -> None:
         session, owner = self._session, self._owner

@@ -175,6 +175,32 @@ def test_slow_file_client_loses_nothing(engine, portrait_bytes):
     assert received == 750 and metrics["dropped_frames"] == 0
 
 
+def test_replies_are_never_lost_behind_frames(engine, portrait_bytes):
+    """Errors that meet a full socket (the client is busy, frames pile up) arrive later, in order."""
+    from engine.protocol.messages import Audio
+    with EngineClient(engine.address, rcvhwm=2) as client:
+        client.open_session(portrait_bytes, SessionSettings(width=128, height=128, mode="file"))
+        audio = np.random.default_rng(2).normal(0, 0.1, 16000 * 10).astype(np.float32)
+        client.send_audio(audio, 16000)
+        client.end_audio()
+        time.sleep(1.5)  # not reading: the engine's queue to us fills with frames
+        for _ in range(20):
+            client.send(Audio(session="s999-forged", pcm=audio[:160].tobytes()))
+        errors, received = 0, 0
+        while True:
+            msg = client.recv(20)
+            assert msg is not None, "engine stopped answering"
+            if isinstance(msg, Error):
+                assert msg.code == "no_session"
+                errors += 1
+            elif isinstance(msg, Frames):
+                assert msg.first_frame == received
+                received += msg.count
+            elif isinstance(msg, Event) and msg.kind == "session_ended":
+                break
+    assert errors == 20 and received == 250
+
+
 def test_live_mode_keeps_the_avatar_alive_in_silence(engine, portrait_bytes):
     with EngineClient(engine.address) as client:
         client.open_session(portrait_bytes, SessionSettings(width=128, height=128, mode="live"))
