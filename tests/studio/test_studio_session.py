@@ -43,10 +43,11 @@ def test_file_session_reaches_view_graphs_summary_and_settings(studio, qtbot, sh
     assert np.isfinite(compute).any()
     assert studio.summary.text() != first_summary and "fps" in studio.summary.text()
     assert "behind live" in studio.summary.text()
-    # 50 ms is the product's bound; a machine already running more jobs than cores (shared CI
-    # runners) preempts the UI thread for reasons no application controls.
-    bound = 50 if os.getloadavg()[0] < (os.cpu_count() or 1) else 300
-    assert studio.stalls.max_stall_ms < bound, f"UI thread stalled {studio.stalls.max_stall_ms:.0f} ms"
+    # No long work on the UI thread: its own CPU time inside any late timer tick stays under 50 ms.
+    # Wall-clock gaps also include the OS preempting us on a loaded machine (shared CI runners), so
+    # they only get a loose bound that still catches a blocking wait (engine start, socket, disk).
+    assert studio.stalls.max_busy_ms < 50, f"UI thread busy {studio.stalls.max_busy_ms:.0f} ms at once"
+    assert studio.stalls.max_stall_ms < 1000, f"UI thread stalled {studio.stalls.max_stall_ms:.0f} ms"
     studio.save()
     saved = load_settings(open_store(str(tmp_path / "settings.ini")))
     assert saved.last_portrait == str(ASSETS / "portrait.png")
