@@ -45,7 +45,7 @@ class BackendOptions:
     wav2vec_dir: Path | None = None
     device: str | None = None  # None: the backend picks (cuda if available)
     gpus: int = 1
-    precision: str = "bf16"  # "bf16" or "fp8" (flashtalk)
+    precision: str = "bf16"  # flashtalk: "bf16", "fp8" or "fp32" (reference checks)
     offload: bool = False  # flashtalk: keep idle modules on the CPU (slower, fits 48 GB cards)
     compile: bool = False  # flashtalk: torch.compile the DiT and VAE
     attention: str | None = None  # flashtalk: attention kernel (None: fastest that runs here)

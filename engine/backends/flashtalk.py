@@ -72,10 +72,15 @@ class FlashTalkStream(AvatarStream):
             torch.cuda.empty_cache()
 
 
+# DiT/VAE weight dtype per --precision. fp32 is for reference checks (slow, twice the memory):
+# bf16 rounding hides wiring bugs when comparing multi-rank against one rank.
+PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp8": torch.bfloat16, "fp32": torch.float32}
+
+
 def _check_precision(precision: str, device: torch.device) -> None:
     """Refuse, before loading 38 GB, a precision this device cannot run fast."""
-    if precision not in ("bf16", "fp8"):
-        raise BackendUnavailable(f"unknown --precision {precision!r}: use bf16 or fp8")
+    if precision not in PRECISION_DTYPES:
+        raise BackendUnavailable(f"unknown --precision {precision!r}: use one of {', '.join(PRECISION_DTYPES)}")
     if precision == "fp8" and device.type == "cuda" and not scaled_mm_supported(device):
         major, minor = torch.cuda.get_device_capability(device)
         raise BackendUnavailable(f"--precision fp8 needs FP8 tensor cores (compute capability 8.9+: Ada, "
@@ -136,17 +141,18 @@ class FlashTalkBackend(Backend):
             raise BackendUnavailable("the flashtalk backend needs --model DIR (the SoulX-FlashTalk-14B "
                                      "folder): get it with `flashtalk models download DIR`")
         wav2vec = Path(options.wav2vec_dir) if options.wav2vec_dir else model_dir.parent / WAV2VEC_FOLDER
+        dtype = PRECISION_DTYPES[options.precision]
         if options.random_weights:
             if options.random_weights != "14b":
                 raise BackendUnavailable("--random-weights supports only 14b (use `flashtalk models "
                                          "make-tiny` for a small model)")
-            return FlashTalkModels.random_14b(model_dir / T5_TOKENIZER, device)
+            return FlashTalkModels.random_14b(model_dir / T5_TOKENIZER, device, dtype)
         try:
             validate_model_dir(model_dir, wav2vec)
         except CheckpointError as exc:
             raise BackendUnavailable(str(exc)) from None
         try:
-            return FlashTalkModels.from_checkpoint(model_dir, wav2vec, device)
+            return FlashTalkModels.from_checkpoint(model_dir, wav2vec, device, dtype)
         except torch.OutOfMemoryError as exc:
             raise _oom_error(exc) from None
         except (FileNotFoundError, ValueError) as exc:  # damaged files the validation could not see

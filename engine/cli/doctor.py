@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
                    help="chinese-wav2vec2-base folder (default: beside --model)")
     p.add_argument("--gpus", type=int, default=1, help="GPUs for one session (flashtalk)")
     p.add_argument("--device", help="torch device for flashtalk, e.g. cuda:0 or cpu")
-    p.add_argument("--precision", choices=["bf16", "fp8"], default="bf16")
+    p.add_argument("--precision", choices=["bf16", "fp8", "fp32"], default="bf16")
     p.add_argument("--offload", action="store_true", help="plan for --offload (flashtalk)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=run)

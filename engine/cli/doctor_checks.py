@@ -232,11 +232,14 @@ def required_gpu_gib(setup: DoctorSetup) -> float:
     """Estimated memory one card needs: resident weights plus a working share.
 
     Sequence parallelism replicates the weights on every rank, so the need is per card whatever
-    --gpus is. fp8 halves the DiT; --offload keeps only the DiT and VAE on the card.
+    --gpus is. fp8 halves the (bf16-stored) DiT, fp32 doubles it; --offload keeps only the DiT and VAE
+    on the card.
     """
     sizes = _weight_sizes_gib(setup) or {k: v * 1e9 / GIB for k, v in OFFICIAL_WEIGHT_GB.items()}
     if setup.precision == "fp8":
         sizes["dit"] = sizes["dit"] / 2
+    elif setup.precision == "fp32":
+        sizes["dit"] = sizes["dit"] * 2
     resident = sizes["dit"] + sizes["vae"] if setup.offload else sum(sizes.values())
     return resident + max(MIN_WORKING_GIB, WORKING_MEMORY_FRACTION * resident)
 
