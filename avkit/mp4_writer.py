@@ -41,7 +41,10 @@ class Mp4Writer:
         self.width, self.height, self.fps, self.sample_rate = width, height, fps, sample_rate
         self.partial = self.path.with_name(f"{self.path.stem}.partial-{os.getpid()}{self.path.suffix or '.mp4'}")
         # Fragmented: a self-contained fragment per keyframe (1 s), flushed to disk as it is made.
-        options = ({"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+        # delay_moov writes the index with the first fragment, once the AAC priming (1024 samples
+        # before audio pts 0) is known, so it gets an edit list that trims it. Without it the muxer
+        # shifts both tracks 64 ms late and players decode the priming as audio.
+        options = ({"movflags": "frag_keyframe+empty_moov+delay_moov+default_base_moof", "flush_packets": "1"}
                    if fragmented else {})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._out = av.open(str(self.partial), mode="w", format="mp4", options=options)

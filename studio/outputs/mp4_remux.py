@@ -1,9 +1,9 @@
 """Turn a finished fragmented MP4 (crash-safe while recording) into a regular one.
 
 A regular MP4 has one index up front (`faststart`), so every player seeks in it instantly; the
-packets are copied, never re-encoded, so this takes a fraction of a second per minute. A fragmented
-MP4 plays the AAC encoder's priming samples as audio (64 ms late at 16 kHz); moving the audio's
-first packet to -priming gives the regular file the edit list that trims them again.
+packets are copied, never re-encoded, so this takes a fraction of a second per minute. Timestamps
+are copied as they are: the fragmented file already carries the edit list that trims the AAC
+priming (avkit.mp4_writer), so the regular file plays audio and video exactly as it did.
 """
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ import os
 from pathlib import Path
 
 import av
-
-AAC_PRIMING = 1024  # samples the AAC encoder puts before the audio; fragmented MP4s lose their edit list
 
 
 def remux_to_regular_mp4(path: str | Path) -> bool:
@@ -23,15 +21,9 @@ def remux_to_regular_mp4(path: str | Path) -> bool:
         with av.open(str(path)) as src, av.open(str(tmp), mode="w", format="mp4",
                                                options={"movflags": "faststart"}) as dst:
             mapping = {s.index: dst.add_stream_from_template(s) for s in src.streams if s.type in ("video", "audio")}
-            shift: dict[int, int] = {}
             for packet in src.demux(*[s for s in src.streams if s.index in mapping]):
                 if packet.dts is None:  # demuxer flush packets carry no data
                     continue
-                if packet.stream.index not in shift:  # decided on each stream's first packet
-                    shift[packet.stream.index] = _priming_shift(packet.stream, packet.pts)
-                if shift[packet.stream.index]:
-                    packet.pts -= shift[packet.stream.index]
-                    packet.dts -= shift[packet.stream.index]
                 packet.stream = mapping[packet.stream.index]
                 dst.mux(packet)
         os.replace(tmp, path)
@@ -40,10 +32,3 @@ def remux_to_regular_mp4(path: str | Path) -> bool:
         return False
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _priming_shift(stream, first_pts: int | None) -> int:
-    """AAC priming in the stream's time base when no edit list trims it (first packet at >= 0), else 0."""
-    if stream.type != "audio" or stream.codec_context.name != "aac" or first_pts is None or first_pts < 0:
-        return 0
-    return round(AAC_PRIMING / stream.codec_context.sample_rate / stream.time_base)

@@ -202,7 +202,7 @@ def test_session_menu_hotkeys(studio, qtbot, monkeypatch):
 
 
 def test_remux_trims_aac_priming_like_a_regular_mp4(tmp_path):
-    """Fragmented MP4s play the encoder's priming as audio; the remuxed file trims it again."""
+    """The recorder's file (fragmented, then remuxed) trims the AAC priming like a regular one."""
     pcm = np.zeros(40 * 1024, np.float32)
     pcm[16000] = 1.0  # a click at exactly 1 s
     with Mp4Writer(tmp_path / "plain.mp4", 64, 48) as plain:
@@ -214,3 +214,69 @@ def test_remux_trims_aac_priming_like_a_regular_mp4(tmp_path):
     rec.wait(30)
     clicks = [int(np.argmax(np.abs(read_mp4_audio(tmp_path / name)))) for name in ("plain.mp4", "rec.mp4")]
     assert abs(clicks[0] - 16000) < 200 and abs(clicks[1] - clicks[0]) < 50
+
+
+MARKS = (30, 55)  # frames that flash white while their first 20 ms of audio carry a 1 kHz burst
+
+
+def _marked_chunks() -> list[tuple[np.ndarray, np.ndarray]]:
+    """100 frames (4 s) in 25-frame chunks; each mark is a flash and a burst at the same timeline position."""
+    frames = np.zeros((100, 48, 64, 3), np.uint8)
+    audio = np.zeros(100 * 640, np.float32)
+    burst = 0.8 * np.sin(2 * np.pi * 1000 * np.arange(320) / 16000).astype(np.float32)
+    for k in MARKS:
+        frames[k] = 255
+        audio[k * 640:k * 640 + 320] = burst
+    return [(frames[i:i + 25], audio[i * 640:(i + 25) * 640]) for i in range(0, 100, 25)]
+
+
+def _marks_in(path) -> tuple[list[float], list[float], list[int]]:
+    """(flash times by pts, burst onset times by pts, burst onsets as decoded-sample indexes)."""
+    import av
+    with av.open(str(path)) as container:
+        flashes = [float(f.time) for f in container.decode(video=0) if f.to_ndarray(format="rgb24").mean() > 128]
+    with av.open(str(path)) as container:
+        decoded = [(float(f.time), f.sample_rate, f.to_ndarray().reshape(-1)) for f in container.decode(audio=0)]
+    pcm = np.concatenate([x for _, _, x in decoded])
+    times = np.concatenate([t + np.arange(len(x)) / rate for t, rate, x in decoded])
+    loud = np.flatnonzero(np.abs(pcm) > 0.3)
+    onsets = [int(i) for n, i in enumerate(loud) if n == 0 or i - loud[n - 1] > 2000]
+    return flashes, [float(times[i]) for i in onsets], onsets
+
+
+def test_stopped_and_crashed_recordings_keep_flash_and_burst_together(tmp_path):
+    """A flash frame and an audio burst at the same timeline position must play together (pts)
+    and sit at that position (the AAC priming trimmed), in a stopped recording and a killed one."""
+    rec = Recorder(tmp_path / "stopped.mp4")
+    for frames, audio in _marked_chunks():
+        rec.write(frames, audio)
+    rec.close(lambda _error: None)
+    rec.wait(30)
+    script = f"""
+import os, signal, time, sys
+sys.path.insert(0, {str(ROOT)!r})
+from tests.studio.test_outputs import Recorder, _marked_chunks
+rec = Recorder({str(tmp_path / 'crashed.mp4')!r})
+for frames, audio in _marked_chunks():
+    rec.write(frames, audio)
+while rec.frames_written < 100:
+    time.sleep(0.01)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], check=False, cwd=ROOT, timeout=60, capture_output=True)
+    assert proc.returncode == -9, proc.stderr.decode()[-500:]
+    leftover = next(tmp_path.glob("crashed.partial-*.mp4"))
+    measured = {name: _marks_in(path) for name, path in (("stopped", tmp_path / "stopped.mp4"),
+                                                         ("crash leftover", leftover))}
+    offsets = {}
+    for name, (flashes, bursts, onsets) in measured.items():
+        offsets[name] = [1e3 * (b - f) for f, b in zip(flashes, bursts)]
+        print(f"{name}: flashes at {flashes} s, bursts at {bursts} s (pts) = samples {onsets}; "
+              f"audio - video {', '.join(f'{o:+.1f}' for o in offsets[name])} ms")
+    for name, (flashes, bursts, onsets) in measured.items():
+        assert len(flashes) == len(bursts) == len(MARKS), (name, flashes, bursts)
+        for k, flash, onset in zip(MARKS, flashes, onsets):
+            assert abs(flash - k / 25) < 1 / 25, f"{name}: frame {k} shows at {flash:.3f} s"
+            assert abs(onset - k * 640) < 640, f"{name}: the burst of frame {k} is decoded at sample {onset}"
+        assert all(abs(o) < 40 for o in offsets[name]), f"{name}: audio and video {offsets[name]} ms apart"
+    assert all(abs(a - b) < 40 for a, b in zip(offsets["stopped"], offsets["crash leftover"]))
