@@ -50,6 +50,7 @@ class BackendOptions:
     compile: bool = False  # flashtalk: torch.compile the DiT and VAE
     attention: str | None = None  # flashtalk: attention kernel (None: fastest that runs here)
     random_weights: str | None = None  # flashtalk benchmarks: "14b" or "tiny" random model, no checkpoint
+    rank_timeout_s: float = 120.0  # --gpus N: a rank that hangs this long ends the engine (compiles included)
 
 
 @dataclass

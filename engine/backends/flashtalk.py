@@ -127,7 +127,7 @@ class FlashTalkBackend(Backend):
                                      "make them equal")
         device_type = torch.device(options.device).type if options.device else (
             "cuda" if torch.cuda.is_available() else "cpu")
-        return init_rank_world(device_type)
+        return init_rank_world(device_type, options.rank_timeout_s)
 
     def follow(self) -> None:
         """A follower rank: mirror the leader's pipeline calls until it shuts the engine down."""

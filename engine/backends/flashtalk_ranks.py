@@ -125,7 +125,7 @@ def follow(pipeline: StreamingPipeline, channel: CommandChannel) -> None:
         if command.name == "open":
             states[command.stream] = pipeline.prepare(*command.payload)
         elif command.name == "generate":
-            pipeline.generate(states[command.stream], command.payload)  # rank 0 sends the frames
+            pipeline.generate(states[command.stream], command.payload, frames_out=False)  # rank 0 sends
         elif command.name == "close":
             states.pop(command.stream, None)
         elif command.name == "shutdown":

@@ -24,6 +24,8 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--offload", action="store_true",
                         help="keep idle flashtalk modules on the CPU (fits 48 GB cards, slower)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the DiT and VAE")
+    parser.add_argument("--rank-timeout", type=float, default=BackendOptions.rank_timeout_s, metavar="S",
+                        help="with --gpus N: end the engine when a rank hangs this many seconds")
     parser.add_argument("--attention", help="flashtalk attention kernel: cudnn, flash, efficient, "
                         "math, flash_attn (default: the fastest that runs here)")
 
@@ -31,10 +33,13 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
 def backend_options(args: argparse.Namespace) -> BackendOptions:
     if args.gpus < 1:
         raise UserError("--gpus must be at least 1")
+    if not args.rank_timeout > 0:
+        raise UserError("--rank-timeout must be a positive number of seconds")
     return BackendOptions(model_dir=args.model, wav2vec_dir=args.wav2vec, device=args.device,
                           gpus=args.gpus, precision=args.precision, offload=args.offload,
                           compile=args.compile, attention=args.attention,
-                          random_weights=getattr(args, "random_weights", None))
+                          random_weights=getattr(args, "random_weights", None),
+                          rank_timeout_s=args.rank_timeout)
 
 
 def parse_size(text: str | None) -> tuple[int | None, int | None]:

@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from avkit.audio_decode import AudioFileError, load_audio
+from avkit.disk_space import DiskFullError, is_disk_full
 from avkit.mp4_writer import Mp4Writer
 from avkit.portrait_image import PortraitImageError, load_portrait, read_portrait_bytes
 from avkit.timeline import Timeline
@@ -77,16 +78,31 @@ def run(args: argparse.Namespace) -> int:
         thread.start()
         try:
             report = _stream(config.address, portrait, audio, settings, args, timeline)
+        except OSError as exc:  # the writer has already removed its partial file
+            if not is_disk_full(exc):
+                raise
+            raise UserError(f"{DiskFullError(exc.errno, args.out)} for --out") from None
         finally:
             server.stop_event.set()
             thread.join(10)
     if args.metrics_json:
-        args.metrics_json.parent.mkdir(parents=True, exist_ok=True)
-        args.metrics_json.write_text(json.dumps(report, indent=2))
+        _write_metrics(args.metrics_json, report)
     if not args.quiet:
         print(f"wrote {args.out} ({report['frames']} frames, {report['fps']:.1f} fps rendering)",
               file=sys.stderr)
     return 0
+
+
+def _write_metrics(path: Path, report: dict) -> None:
+    """Whole or not at all: a full disk leaves no truncated JSON behind."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2))
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        path.unlink(missing_ok=True)
+        raise UserError(f"{DiskFullError(exc.errno, path)} for --metrics-json") from None
 
 
 def _stream(address: str, portrait: bytes, audio: np.ndarray, settings: SessionSettings,

@@ -18,6 +18,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from engine.backends.base import BackendOptions
 from engine.flashtalk.model.dit import FlashTalkDiT
 from engine.flashtalk.model.vae import WanVAE, WanVAEConfig, build_diffusers_vae
 from engine.flashtalk.parallel.parallel_vae import ParallelVAE
@@ -135,7 +136,7 @@ def check_vae(args, world, result: dict, width: int, height: int) -> None:
 def main() -> int:
     args = parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
-    world = init_rank_world("cuda")
+    world = init_rank_world("cuda", BackendOptions.rank_timeout_s)
     result = {"world_size": world.world_size, "device": torch.cuda.get_device_name(world.device),
               "size": f"{width}x{height}", "frames": args.frames}
     check_dit(args, world, result, width, height)

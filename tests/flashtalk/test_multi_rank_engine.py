@@ -96,6 +96,12 @@ def test_a_hung_rank_makes_the_others_fail_after_the_timeout():
     assert 1.5 < elapsed < 7
 
 
+def test_rank_timeout_must_be_positive(capsys):
+    from engine.cli import main
+    assert main(["serve", "--socket", "ipc:///nonexistent/engine.sock", "--rank-timeout", "0"]) == 2
+    assert "--rank-timeout must be a positive number of seconds" in capsys.readouterr().err
+
+
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], check=False, capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]

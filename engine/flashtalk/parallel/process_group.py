@@ -20,7 +20,6 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-DEFAULT_TIMEOUT_S = 120.0  # longest a collective may wait for a peer (first-chunk compiles included)
 FOLLOWER_IDLE_TIMEOUT = timedelta(days=365)  # followers wait for the next command this long
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -46,7 +45,7 @@ class RankWorld:
         return self.rank == 0
 
 
-def init_rank_world(device_type: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> RankWorld:
+def init_rank_world(device_type: str, timeout_s: float) -> RankWorld:
     """Join the torchrun job: one GPU per local rank (NCCL), or the CPU (gloo) for tests."""
     if not launched_by_torchrun():
         raise RuntimeError("not started by torchrun: RANK/WORLD_SIZE/LOCAL_RANK/MASTER_* are not set")

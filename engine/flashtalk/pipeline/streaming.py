@@ -127,10 +127,12 @@ class StreamingPipeline:
 
     # -- one chunk -------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, state: StreamState, window: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    def generate(self, state: StreamState, window: np.ndarray,
+                 frames_out: bool = True) -> tuple[np.ndarray | None, dict[str, float]]:
         """window: float32 [audio_cache_s * sr] ending at the chunk's last sample.
 
-        -> (uint8 [new_frames, H, W, 3], stage -> ms)
+        -> (uint8 [new_frames, H, W, 3], stage -> ms). frames_out=False (follower ranks, whose
+        frames nobody sends) skips the device-to-host copy and returns None for the frames.
         """
         m, s = self.models, state.settings
         timer = StageTimer(self.device, self.stage_timings)
@@ -145,8 +147,10 @@ class StreamingPipeline:
             video = match_colors(video, state.reference, s.color_correction)
         with timer("vae_encode"):
             state.motion = m.vae_encode(video[:, :, -s.motion_frames:])  # [1, 16, 2, h, w]
-        with timer("host_copy"):
-            frames = to_uint8_frames(video[0, :, s.motion_frames:])
+        frames = None
+        if frames_out:
+            with timer("host_copy"):
+                frames = to_uint8_frames(video[0, :, s.motion_frames:])
         state.chunks += 1
         return frames, timer.ms
 
