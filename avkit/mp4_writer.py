@@ -7,6 +7,7 @@ even if the process is killed (what live recording needs).
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -15,9 +16,23 @@ from pathlib import Path
 import av
 import numpy as np
 
+from avkit.disk_space import DiskFullError, is_disk_full
 from avkit.timeline import FPS, SAMPLE_RATE
 
 AAC_FRAME = 1024  # samples per AAC frame
+
+
+def _disk_full_is_clear(method):
+    """A full disk (ENOSPC, EDQUOT, EFBIG) surfaces as DiskFullError naming the target, not errno 28."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as exc:
+            if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+                raise DiskFullError(exc.errno, self.path) from None
+            raise
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,7 @@ class Mp4Writer:
     def frames_written(self) -> int:
         return self._frames
 
+    @_disk_full_is_clear
     def write_frames(self, frames: np.ndarray) -> None:
         """frames: uint8 RGB [N, H, W, 3] (or one [H, W, 3])."""
         frames = frames[None] if frames.ndim == 3 else frames
@@ -78,6 +94,7 @@ class Mp4Writer:
             self._out.mux(self._video.encode(frame))
             self._frames += 1
 
+    @_disk_full_is_clear
     def write_audio(self, pcm: np.ndarray) -> None:
         """pcm: float32 mono samples at `sample_rate`, appended to the audio track."""
         self._pending = np.concatenate([self._pending, np.asarray(pcm, np.float32).reshape(-1)])
@@ -95,6 +112,7 @@ class Mp4Writer:
         self._out.mux(self._audio.encode(frame))
         self._samples += pcm.size
 
+    @_disk_full_is_clear
     def close(self) -> Path:
         """Flush encoders, finish the file and move it into place."""
         if self._closed:
@@ -109,14 +127,17 @@ class Mp4Writer:
         os.replace(self.partial, self.path)
         return self.path
 
-    def abort(self) -> None:
+    def abort(self, keep_partial: bool = False) -> None:
+        """Stop writing and delete the partial file; `keep_partial` leaves it (fragmented: playable
+        up to its last whole fragment) for the caller to salvage after a write failure."""
         if not self._closed:
             self._closed = True
             try:
                 self._out.close()
-            except Exception:  # noqa: BLE001 - the file is being thrown away anyway
+            except Exception:  # noqa: BLE001 - the file is being thrown away (or salvaged) anyway
                 pass
-        self.partial.unlink(missing_ok=True)
+        if not keep_partial:
+            self.partial.unlink(missing_ok=True)
 
     def __enter__(self) -> Mp4Writer:
         return self

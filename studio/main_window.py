@@ -171,6 +171,9 @@ class MainWindow(QMainWindow):
         self.actions["mute"].setChecked(muted)
         if self.audio.mute.isChecked() != muted and m.microphone is not None:
             self.audio.mute.setChecked(muted)
+        if m.recorder is not None and m.recorder.failed:  # e.g. the disk filled up: the notice says why
+            m.stop_recording()
+            self.actions["record"].setChecked(False)
 
     # -- settings --------------------------------------------------------------------------------
     def _restore(self) -> None:

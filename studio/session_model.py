@@ -307,6 +307,8 @@ class SessionModel(QObject):
         due: DueFrame | None = self.schedule.due(clock.position(now))
         if due is not None:
             self.stats.on_frame_shown(now, due.capture_t, clock.buffered_s())
+            if not self._closing_outputs:
+                self.outputs.show(due.index, due.image)  # the virtual camera: same moment as the preview
             self.frame_shown.emit(due)
         if self.state in ("live", "catching up"):
             self._set_state("catching up" if clock.starving else "live")

@@ -1,16 +1,16 @@
 """Send the generated video to a virtual camera (pyvirtualcam) so video-call apps can use the avatar.
 
 The camera has a fixed size and rate; each generated frame is letterboxed into it (never
-stretched). Frames arrive in bursts (one chunk at a time); a thread of its own plays them out at
-the timeline rate and sends a frame every camera period, repeating the last one between chunks
-so a call never sees a frozen or dropped camera.
+stretched). The camera follows the display, not the engine: the session model hands it each frame
+when the playout clock presents it (`show`, the moment its audio is heard), and a thread of its
+own sends it at once, so the call gets lips in step with the voice it hears. Between frames
+(before a session, while catching up) it repeats the last one at the camera's rate, so a call
+never sees a frozen or vanished camera.
 """
 from __future__ import annotations
 
-import collections
 import sys
 import threading
-import time
 from dataclasses import dataclass
 
 import cv2
@@ -37,7 +37,6 @@ class VirtualCameraConfig:
     fps: int = 30
     backend: str | None = None  # None: every backend pyvirtualcam knows on this OS
     device: str | None = None  # e.g. /dev/video10; None: the backend's first free one
-    max_backlog_s: float = 1.0  # frames queued beyond this are dropped (bounds the camera's delay)
 
 
 def setup_hint(platform: str = sys.platform) -> str:
@@ -72,7 +71,9 @@ def _open_camera(config: VirtualCameraConfig) -> pyvirtualcam.Camera:
 
 
 class VirtualCamera:
-    """A fan-out output; opening it raises VirtualCameraUnavailable with what to do."""
+    """A display-following output; opening it raises VirtualCameraUnavailable with what to do."""
+
+    follows_display = True  # OutputFanout hands it presented frames (show), not arriving chunks
 
     def __init__(self, config: VirtualCameraConfig = VirtualCameraConfig(), source_fps: int = FPS):
         self.config = config
@@ -81,74 +82,71 @@ class VirtualCamera:
         self.name = f"virtual camera ({self._camera.device})"
         self.device: str = self._camera.device
         self.frames_sent = 0
-        self.frames_dropped = 0
+        self.frames_skipped = 0  # presented frames replaced by a newer one before they could go out
+        self.sent_index = -1  # timeline index of the frame sent last (-1: none yet)
         self.error = ""
-        self._pending: collections.deque[np.ndarray] = collections.deque()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._new: tuple[int, np.ndarray] | None = None  # presented, not yet sent
+        self._wake = threading.Condition()
+        self._stop = False
         self._on_closed = None
         self._finished = False
         self._showing = np.zeros((config.height, config.width, 3), np.uint8)  # black until the first frame
         self._thread = threading.Thread(target=self._run, name="virtual-camera", daemon=True)
         self._thread.start()
 
-    def write(self, frames: np.ndarray, audio: np.ndarray) -> None:
-        """frames uint8 RGB [N, H, W, 3]; queued for playout at the source rate (audio unused)."""
-        limit = max(1, int(self.config.max_backlog_s * self.source_fps))
-        with self._lock:
-            self._pending.extend(frames)
-            while len(self._pending) > limit:
-                self._pending.popleft()
-                self.frames_dropped += 1
+    def show(self, index: int, frame: np.ndarray) -> None:
+        """Frame `index` (uint8 RGB [H, W, 3]) is presented now; send it at once (UI thread, no copy)."""
+        with self._wake:
+            if self._new is not None:
+                self.frames_skipped += 1
+            self._new = (index, frame)
+            self._wake.notify()
 
     def close(self, on_closed=None) -> None:
         """Stop sending and release the device; on_closed(error_or_empty) once it is released."""
-        with self._lock:
+        with self._wake:
             self._on_closed = on_closed
             finished = self._finished
-        self._stop.set()
+            self._stop = True
+            self._wake.notify()
         if finished and on_closed is not None:
             on_closed(self.error)
 
     def wait(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 
-    def _next_source_frame(self, now: float, started: list[float | None]) -> np.ndarray | None:
-        """The newest source frame due at `now`, or None when none is due (source-rate playout)."""
-        with self._lock:
-            if not self._pending:
-                started[0] = None  # a gap: restart the source clock on the next chunk
-                return None
-            if started[0] is None:
-                started[0], started[1] = now, 0
-            due = int((now - started[0]) * self.source_fps) + 1 - started[1]
-            frame = None
-            for _ in range(min(due, len(self._pending))):
-                frame = self._pending.popleft()
-                started[1] += 1
-            return frame
+    def _next(self, timeout: float) -> tuple[int, np.ndarray] | None:
+        """The next presented frame, or None when `timeout` passed without one (or on stop)."""
+        with self._wake:
+            if self._new is None and not self._stop:
+                self._wake.wait(timeout)
+            new, self._new = self._new, None
+            return new
 
     def _run(self) -> None:
         period = 1.0 / self.config.fps
-        next_t = time.monotonic()
-        source_clock: list = [None, 0]  # [start time, source frames taken since then]
+        # A presented frame normally follows within one source period; repeat only once that is
+        # clearly overdue (tick jitter), then at the camera's own rate.
+        first_repeat = max(period, 1.5 / self.source_fps)
+        wait = first_repeat
         try:
-            while not self._stop.is_set():
-                now = time.monotonic()
-                frame = self._next_source_frame(now, source_clock)
-                if frame is not None:
-                    self._showing = letterbox(frame, self.config.width, self.config.height)
+            while not self._stop:
+                new = self._next(wait)
+                if self._stop:
+                    break
+                if new is not None:
+                    self.sent_index = new[0]
+                    self._showing = letterbox(new[1], self.config.width, self.config.height)
+                    wait = first_repeat
+                else:
+                    wait = period
                 self._camera.send(self._showing)
                 self.frames_sent += 1
-                next_t += period
-                if next_t < time.monotonic() - period:  # fell behind (loaded machine): no burst to catch up
-                    next_t = time.monotonic() + period
-                self._stop.wait(max(0.0, next_t - time.monotonic()))
         except Exception as exc:  # noqa: BLE001 - a device that vanished must reach the user, not kill the app
             self.error = f"virtual camera {self.device} stopped: {exc}"
         finally:
             self._camera.close()
-        with self._lock:
+        with self._wake:
             self._finished = True
             on_closed = self._on_closed
         if on_closed is not None:
