@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.audio.devices import find_device, input_devices, output_devices
+from studio.audio.pulse import pulse_sinks
 from studio.engine_options import EngineOptions
 from studio.outputs.virtual_camera_settings import load_camera_config
 from studio.session_model import SessionModel
@@ -159,8 +160,9 @@ class MainWindow(QMainWindow):
         self.actions["virtual_camera"].setChecked(self.model.virtual_camera is not None)
 
     def _choose_output(self, name: str) -> None:
-        self.settings.output_device = "" if name == "default output" else name
-        self.model.set_output_device(self.settings.output_device or None)
+        """`name`: "" (default), a sound card, or "pulse:<sink>" (e.g. the virtual microphone's sink)."""
+        self.settings.output_device = name
+        self.model.set_output_device(name or None)
         self.audio.output_note.setText(self.model.output_note)
 
     def _poll_sources(self) -> None:
@@ -186,13 +188,13 @@ class MainWindow(QMainWindow):
         self.model.engine_options = s.engine
         self.model.recent = list(s.recent_portraits)
         self.portrait.show_recent(self.model.recent)
-        self.audio.set_devices(input_devices(), output_devices())
+        self.audio.set_devices(input_devices(), output_devices(), pulse_sinks())
         self.audio.output_note.setText(self.model.output_note)
         mic = find_device(s.input_device, input_devices())
         if mic is not None:
             self.audio.input_device.setCurrentIndex(self.audio.input_device.findData(mic.index))
         if s.output_device:
-            self.audio.output_device.setCurrentText(s.output_device)
+            self.audio.select_output(s.output_device)
 
     def save(self) -> None:
         s, m = self.settings, self.model

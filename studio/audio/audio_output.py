@@ -11,8 +11,9 @@ import time
 import numpy as np
 
 from avkit.timeline import SAMPLE_RATE
-
 from studio.audio.playout_clock import PlayoutClock
+from studio.audio.pulse import PREFIX as PULSE_PREFIX
+from studio.audio.pulse import PulseOutput, PulseOutputError, call_microphone_hint
 
 BLOCK = 320  # samples per callback (20 ms at 16 kHz)
 
@@ -95,12 +96,21 @@ class DeviceOutput:
             clock.fill(mono, time.monotonic())
 
 
-def open_output(device_name: str | None = None) -> tuple[PacedOutput | DeviceOutput, str]:
-    """The sound card named (or the default one); the paced clock when there is none.
+def open_output(device_name: str | None = None) -> tuple[PacedOutput | DeviceOutput | PulseOutput, str]:
+    """The output named: a sound card, or "pulse:<sink>" (a PulseAudio sink, e.g. a virtual
+    microphone for calls); the default card when none is named; the paced clock when there is none.
 
-    Returns (output, note) where note explains a fallback in one line ("" when none).
+    Returns (output, note) where note is one line for the user ("" when there is nothing to say).
     """
     from studio.audio.devices import find_device, output_devices
+    if device_name and device_name.startswith(PULSE_PREFIX):
+        sink = device_name[len(PULSE_PREFIX):]
+        try:
+            output = PulseOutput(sink)
+        except PulseOutputError as exc:
+            fallback, note = open_output(None)
+            return fallback, f"{exc}: playing on the default output instead" + (f"; {note}" if note else "")
+        return output, call_microphone_hint(sink)
     devices = output_devices()
     if not devices:
         return PacedOutput(), "no sound output device found: playing silently on a timer clock"

@@ -9,8 +9,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, Q
 
 from studio.audio.audio_file_source import AUDIO_FILE_PATTERNS
 from studio.audio.devices import SoundDevice
+from studio.audio.pulse import PulseSink
 from studio.audio.tts import install_hint
-
 
 
 class AudioPanel(QWidget):
@@ -36,11 +36,11 @@ class AudioPanel(QWidget):
             lambda i: self.source_selected.emit(("microphone", "file", "speech")[i]))
         self.output_device = QComboBox()
         self.output_device.activated.connect(
-            lambda _: self.output_device_chosen.emit(self.output_device.currentText()))
+            lambda _: self.output_device_chosen.emit(self.output_device.currentData() or ""))
         self.output_note = QLabel("")
         self.output_note.setWordWrap(True)
         form = QFormLayout()
-        form.addRow("Speakers", self.output_device)
+        form.addRow("Voice to", self.output_device)
         layout = QVBoxLayout(self)
         layout.addWidget(self.tabs)
         layout.addLayout(form)
@@ -123,14 +123,24 @@ class AudioPanel(QWidget):
             self.microphone_stop_requested.emit()
 
     # -- model -> view ---------------------------------------------------------------------------
-    def set_devices(self, inputs: list[SoundDevice], outputs: list[SoundDevice]) -> None:
+    def set_devices(self, inputs: list[SoundDevice], outputs: list[SoundDevice],
+                    sinks: list[PulseSink] = ()) -> None:
+        """Outputs carry the name the model opens them by: "" (default), a sound card, "pulse:<sink>"."""
         self.input_device.clear()
         self.input_device.addItem("default input", None)
         for dev in inputs:
             self.input_device.addItem(dev.name, dev.index)
         self.output_device.clear()
-        self.output_device.addItem("default output")
-        self.output_device.addItems([dev.name for dev in outputs])
+        self.output_device.addItem("default output", "")
+        for dev in outputs:
+            self.output_device.addItem(dev.name, dev.name)
+        for sink in sinks:
+            self.output_device.addItem(sink.label, sink.device)
+
+    def select_output(self, name: str) -> None:
+        index = self.output_device.findData(name)
+        if index >= 0:
+            self.output_device.setCurrentIndex(index)
 
     def show_source(self, name: str) -> None:
         self.tabs.blockSignals(True)

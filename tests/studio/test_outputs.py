@@ -25,7 +25,6 @@ from studio.outputs.virtual_camera import (
 from .conftest import ROOT
 from .fake_camera import FakeCameraBackend
 
-
 CONFIG = VirtualCameraConfig(width=160, height=120, fps=20, backend="fake")
 
 

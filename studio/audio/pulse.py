@@ -1,0 +1,185 @@
+"""PulseAudio sinks as outputs: play the avatar's voice into a chosen sink, e.g. a null sink whose
+monitor a call app records as its microphone (the "virtual microphone" of troubleshooting.md).
+
+PortAudio's ALSA host API only sees PulseAudio's default sink, so a sink is opened directly with
+libpulse's simple API (through ctypes: nothing to build). PipeWire serves the same API
+(pipewire-pulse). Sinks are listed with `pactl`.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from avkit.timeline import SAMPLE_RATE
+from studio.audio.playout_clock import PlayoutClock
+
+PREFIX = "pulse:"  # output device names of the form "pulse:<sink name>"
+BLOCK = 320  # samples per write (20 ms at 16 kHz), as the sound-card output
+TARGET_LATENCY_S = 0.04  # what the server keeps buffered ahead of the listener (low: a live call)
+LIST_TIMEOUT_S = 2.0
+
+
+class PulseOutputError(RuntimeError):
+    """The sink cannot be opened; one line."""
+
+
+@dataclass(frozen=True)
+class PulseSink:
+    name: str  # e.g. flashtalk_mic
+    description: str  # e.g. FlashTalk-Speaker
+    monitor: str  # the source that records what the sink plays, e.g. flashtalk_mic.monitor
+
+    @property
+    def device(self) -> str:
+        """The output device name the studio stores in its settings."""
+        return PREFIX + self.name
+
+    @property
+    def label(self) -> str:
+        return f"{self.description} (PulseAudio sink)"
+
+
+def pulse_sinks() -> list[PulseSink]:
+    """The PulseAudio/PipeWire sinks (empty when there is no server or no `pactl`)."""
+    if shutil.which("pactl") is None:
+        return []
+    try:
+        listing = subprocess.run(["pactl", "list", "sinks"], capture_output=True, text=True,
+                                 timeout=LIST_TIMEOUT_S, check=True, env=_c_locale()).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    sinks, fields = [], {}
+    for line in listing.splitlines() + ["Sink #end"]:
+        if line.startswith("Sink #"):
+            if "name" in fields:
+                sinks.append(PulseSink(fields["name"], fields.get("description", fields["name"]),
+                                       fields.get("monitor", fields["name"] + ".monitor")))
+            fields = {}
+            continue
+        key, _, value = line.strip().partition(": ")
+        if key in ("Name", "Description", "Monitor Source"):
+            fields[{"Name": "name", "Description": "description", "Monitor Source": "monitor"}[key]] = value
+    return sinks
+
+
+def call_microphone_hint(sink_name: str, sinks: list[PulseSink] | None = None) -> str:
+    """One line: which microphone to pick in a call app once the voice plays into `sink_name`."""
+    sinks = pulse_sinks() if sinks is None else sinks
+    sink = next((s for s in sinks if s.name == sink_name), None)
+    description = sink.description if sink else sink_name
+    return (f"the voice plays into {description}: in Zoom/Meet/Teams choose \"Monitor of {description}\" "
+            f"(or its remapped source) as the microphone")
+
+
+def _c_locale() -> dict:
+    return dict(os.environ, LC_ALL="C")  # pactl translates its field names otherwise
+
+
+# -- libpulse-simple through ctypes ---------------------------------------------------------------
+class _SampleSpec(ctypes.Structure):
+    _fields_ = [("format", ctypes.c_int), ("rate", ctypes.c_uint32), ("channels", ctypes.c_uint8)]
+
+
+class _BufferAttr(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint32) for name in ("maxlength", "tlength", "prebuf", "minreq", "fragsize")]
+
+
+_PA_STREAM_PLAYBACK = 1
+_PA_SAMPLE_FLOAT32LE = 5
+_DEFAULT = 0xFFFFFFFF  # (uint32_t) -1: "the server's choice" in pa_buffer_attr
+_lib = None
+
+
+def _libpulse_simple():
+    global _lib
+    if _lib is None:
+        try:
+            simple = ctypes.CDLL("libpulse-simple.so.0")
+            pulse = ctypes.CDLL("libpulse.so.0")
+        except OSError as exc:
+            raise PulseOutputError(f"PulseAudio client library missing ({exc}): install libpulse0") from None
+        simple.pa_simple_new.restype = ctypes.c_void_p
+        simple.pa_simple_new.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                                         ctypes.c_char_p, ctypes.POINTER(_SampleSpec), ctypes.c_void_p,
+                                         ctypes.POINTER(_BufferAttr), ctypes.POINTER(ctypes.c_int)]
+        simple.pa_simple_write.restype = ctypes.c_int
+        simple.pa_simple_write.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
+                                           ctypes.POINTER(ctypes.c_int)]
+        simple.pa_simple_get_latency.restype = ctypes.c_uint64
+        simple.pa_simple_get_latency.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
+        simple.pa_simple_free.restype = None
+        simple.pa_simple_free.argtypes = [ctypes.c_void_p]
+        pulse.pa_strerror.restype = ctypes.c_char_p
+        pulse.pa_strerror.argtypes = [ctypes.c_int]
+        _lib = (simple, pulse)
+    return _lib
+
+
+class PulseOutput:
+    """Plays the session into one PulseAudio sink; its writer thread drives the playout clock.
+
+    Each block's clock anchor is the server's own latency estimate (time until the next written
+    sample is played), so video follows the sink's clock exactly like with a sound card.
+    """
+
+    def __init__(self, sink: str, sample_rate: int = SAMPLE_RATE, target_latency_s: float = TARGET_LATENCY_S):
+        simple, pulse = _libpulse_simple()
+        self._simple = simple
+        self.sample_rate = sample_rate
+        self.sink = sink
+        self.name = f"PulseAudio sink {sink}"
+        spec = _SampleSpec(_PA_SAMPLE_FLOAT32LE, sample_rate, 1)
+        attr = _BufferAttr(_DEFAULT, int(target_latency_s * sample_rate) * 4, _DEFAULT, _DEFAULT, _DEFAULT)
+        error = ctypes.c_int(0)
+        self._handle = simple.pa_simple_new(None, b"FlashTalk Studio", _PA_STREAM_PLAYBACK, sink.encode(),
+                                            b"avatar voice", ctypes.byref(spec), None, ctypes.byref(attr),
+                                            ctypes.byref(error))
+        if not self._handle:
+            reason = pulse.pa_strerror(error.value).decode(errors="replace")
+            raise PulseOutputError(f"cannot play into the PulseAudio sink {sink!r}: {reason}")
+        self.latency_s = target_latency_s
+        self.error = ""
+        self._clock: PlayoutClock | None = None
+        self._buf = np.zeros(BLOCK, np.float32)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pulse-audio-output", daemon=True)
+
+    def attach(self, clock: PlayoutClock | None) -> None:
+        if clock is not None:
+            clock.output_latency_s = self.latency_s
+        self._clock = clock
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(1.0)
+        if self._handle and not self._thread.is_alive():
+            self._simple.pa_simple_free(self._handle)
+            self._handle = None
+
+    def _run(self) -> None:
+        error = ctypes.c_int(0)
+        buf, simple, handle = self._buf, self._simple, self._handle
+        while not self._stop.is_set():
+            latency_us = simple.pa_simple_get_latency(handle, ctypes.byref(error))
+            clock = self._clock
+            if clock is None:
+                buf.fill(0.0)
+            else:
+                if 0 < latency_us < 1_000_000:
+                    self.latency_s = clock.output_latency_s = latency_us / 1e6
+                clock.fill(buf, time.monotonic())
+            # Blocks (GIL released) while the server's buffer is full: this paces the loop.
+            if simple.pa_simple_write(handle, buf.ctypes.data, buf.nbytes, ctypes.byref(error)) < 0:
+                self.error = f"the PulseAudio sink {self.sink} stopped (error {error.value})"
+                return
