@@ -6,6 +6,7 @@ audio on the sources' and output's threads, encoding on the recorder's thread.
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from studio.outputs.virtual_camera import (
 )
 from studio.session_stats import SessionStats
 
-TICK_MS = 10  # frame presentation check; well under one frame period (40 ms)
+TICK_MS = 10  # frame presentation check at the latest; well under one frame period (40 ms)
 SUMMARY_MS = 250
 MAX_RECENT = 8
 SOURCES = ("microphone", "file", "speech")
@@ -298,13 +299,15 @@ class SessionModel(QObject):
         if fatal:
             self._set_state("session failed")
 
-    # -- presentation (UI thread, every TICK_MS) -------------------------------------------------
+    # -- presentation (UI thread, every TICK_MS or sooner) ---------------------------------------
     def tick(self) -> None:
         clock = self.clock
         if clock is None:
             return
         now = time.monotonic()
-        due: DueFrame | None = self.schedule.due(clock.position(now))
+        position = clock.position(now)
+        due: DueFrame | None = self.schedule.due(position)
+        self._tick_timer.setInterval(self._next_tick_ms(position))
         if due is not None:
             self.stats.on_frame_shown(now, due.capture_t, clock.buffered_s())
             if not self._closing_outputs:
@@ -317,6 +320,15 @@ class SessionModel(QObject):
             self._set_state("ended")
             if self.quit_when_done and not self._closing_outputs:
                 self.finish_outputs()
+
+    def _next_tick_ms(self, position: float) -> int:
+        """Wake right after the next frame's first sample is heard rather than up to TICK_MS later,
+        so the preview and the virtual camera do not trail the voice by the polling period."""
+        boundary = (self.schedule.shown + 1) * self.timeline.samples_per_frame
+        ahead_ms = 1e3 * (boundary - position) / self.timeline.sample_rate
+        if ahead_ms <= 0 or self.clock is None or self.clock.starving:  # not due yet / no frame: poll
+            return TICK_MS
+        return max(1, min(TICK_MS, math.ceil(ahead_ms)))
 
     def _update_summary(self) -> None:
         if self.clock is None:

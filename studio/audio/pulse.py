@@ -74,8 +74,8 @@ def call_microphone_hint(sink_name: str, sinks: list[PulseSink] | None = None) -
     sinks = pulse_sinks() if sinks is None else sinks
     sink = next((s for s in sinks if s.name == sink_name), None)
     description = sink.description if sink else sink_name
-    return (f"the voice plays into {description}: in Zoom/Meet/Teams choose \"Monitor of {description}\" "
-            f"(or its remapped source) as the microphone")
+    return (f"the voice plays into {description}: in the call app choose \"Monitor of {description}\" "
+            f"as the microphone (browsers list only a source remapped from it: see troubleshooting)")
 
 
 def _c_locale() -> dict:

