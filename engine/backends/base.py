@@ -87,5 +87,11 @@ class Backend(ABC):
     def open_stream(self, portrait: np.ndarray, settings: SessionSettings) -> AvatarStream:
         """portrait: uint8 RGB [H, W, 3]. Raises PortraitError/SettingsError with one line."""
 
+    warms_up_by_default = False  # `serve` warms up before `ready` unless told otherwise
+
+    def warm_up(self, settings: SessionSettings | None = None) -> float:
+        """Seconds spent making the first session as fast as later ones; nothing to do by default."""
+        return 0.0
+
     def close(self) -> None:
         """Release the backend (models, GPU memory)."""

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import os
+import re
 import time
+import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ import torch
 from engine.backends.base import (
     AvatarStream,
     Backend,
+    BackendError,
     BackendOptions,
     BackendUnavailable,
     ChunkResult,
@@ -38,11 +42,48 @@ from engine.flashtalk.weights import CheckpointError, validate_model_dir
 from engine.protocol.messages import SessionSettings
 
 WAV2VEC_FOLDER = "chinese-wav2vec2-base"
+WARM_UP_PORTRAIT = 512  # pixels, square; resized to the session size like any portrait
 
 
-def _oom_error(exc: BaseException) -> OutOfMemory:
-    return OutOfMemory("the GPU ran out of memory: use a smaller --size, fewer GPUs' worth of work "
-                       f"per card (--gpus N), or --offload ({str(exc).splitlines()[0][:120]})")
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, the CPU allocator's RuntimeError and MemoryError all mean one thing."""
+    if isinstance(exc, BackendError):
+        return False
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def _oom_error(exc: BaseException, device: torch.device) -> OutOfMemory:
+    """One line with what to change. Drops the failed call's frames first, so the tensors they
+    still hold are freed before the next session starts."""
+    traceback.clear_frames(exc.__traceback__)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    size = re.search(r"[Tt]ried to allocate ([\d.]+ [KMGT]?i?B|\d+ bytes)", str(exc))
+    failed = f" ({_readable(size.group(1))} could not be allocated)" if size else ""
+    return OutOfMemory(f"out of {'GPU' if device.type == 'cuda' else 'CPU'} memory{failed}: lower the "
+                       "resolution (--size, or the session's width and height), use --precision fp8 "
+                       "or --offload, or spread the model over more GPUs (--gpus N)")
+
+
+def _readable(amount: str) -> str:
+    """'12884901888 bytes' -> '12.0 GiB'; CUDA's '2.00 GiB' stays as it is."""
+    if not amount.endswith(" bytes"):
+        return amount
+    return f"{int(amount.split()[0]) / 2**30:.1f} GiB"
+
+
+@contextmanager
+def _memory_errors_are_clear(device: torch.device):
+    """Out of memory anywhere inside becomes OutOfMemory (code out_of_memory), never an internal error."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        raise _oom_error(exc, device) from None
 
 
 class FlashTalkStream(AvatarStream):
@@ -55,10 +96,8 @@ class FlashTalkStream(AvatarStream):
         self.prepare_ms = sum(state.prepare_ms.values())
 
     def generate(self, audio: np.ndarray, idle: bool = False) -> ChunkResult:
-        try:
+        with _memory_errors_are_clear(self.pipeline.device):
             frames, timings = self.pipeline.generate(self.state, audio)
-        except torch.OutOfMemoryError as exc:
-            raise _oom_error(exc) from None
         return ChunkResult(frames, timings)
 
     def memory_report(self) -> dict:
@@ -96,6 +135,7 @@ class FlashTalkBackend(Backend):
         device = self.world.device if self.world else torch.device(
             options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        self.warms_up_by_default = device.type == "cuda"  # a CPU engine is for tests: no kernels to tune
         _check_precision(options.precision, device)
         t0 = time.perf_counter()
         models = self._load(options, device)
@@ -146,17 +186,36 @@ class FlashTalkBackend(Backend):
             if options.random_weights != "14b":
                 raise BackendUnavailable("--random-weights supports only 14b (use `flashtalk models "
                                          "make-tiny` for a small model)")
-            return FlashTalkModels.random_14b(model_dir / T5_TOKENIZER, device, dtype)
+            with _memory_errors_are_clear(device):
+                return FlashTalkModels.random_14b(model_dir / T5_TOKENIZER, device, dtype)
         try:
             validate_model_dir(model_dir, wav2vec)
         except CheckpointError as exc:
             raise BackendUnavailable(str(exc)) from None
         try:
-            return FlashTalkModels.from_checkpoint(model_dir, wav2vec, device, dtype)
-        except torch.OutOfMemoryError as exc:
-            raise _oom_error(exc) from None
+            with _memory_errors_are_clear(device):
+                return FlashTalkModels.from_checkpoint(model_dir, wav2vec, device, dtype)
         except (FileNotFoundError, ValueError) as exc:  # damaged files the validation could not see
             raise BackendUnavailable(str(exc).splitlines()[0]) from None
+
+    def warm_up(self, settings: SessionSettings | None = None) -> float:
+        """Two chunks of silence on a plain picture, at the sessions' default size and prompt.
+
+        The first session then meets a cached prompt (no umT5 pass), tuned kernels and, with
+        --compile, every graph already built: chunk 0 encodes 1 motion frame, later chunks 5, so
+        one chunk is not enough. On several ranks the leader's calls are mirrored as usual.
+        """
+        t0 = time.perf_counter()
+        rows = np.linspace(64, 192, WARM_UP_PORTRAIT, dtype=np.uint8)
+        portrait = np.repeat(np.repeat(rows[:, None, None], WARM_UP_PORTRAIT, 1), 3, 2)  # [H, W, 3]
+        stream = self.open_stream(portrait, settings or SessionSettings())
+        try:
+            silence = np.zeros(stream.context_samples, np.float32)
+            for _ in range(2):
+                stream.generate(silence, idle=True)
+        finally:
+            stream.close()
+        return time.perf_counter() - t0
 
     def open_stream(self, portrait: np.ndarray, settings: SessionSettings) -> FlashTalkStream:
         motion = settings.motion_frames or StreamSettings.motion_frames
@@ -168,10 +227,8 @@ class FlashTalkBackend(Backend):
                 color_correction=settings.color_correction)
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
-        try:
+        with _memory_errors_are_clear(self.pipeline.device):
             state = self.pipeline.prepare(portrait, stream_settings)
-        except torch.OutOfMemoryError as exc:
-            raise _oom_error(exc) from None
         return FlashTalkStream(self.pipeline, state)
 
     def close(self) -> None:
