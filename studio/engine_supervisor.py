@@ -111,6 +111,9 @@ class EngineSupervisor(QObject):
 
     def _read_stderr(self, proc: QProcess) -> None:
         for line in bytes(proc.readAllStandardError()).decode(errors="replace").splitlines():
+            if line.startswith("warming up") and proc is self._proc:  # GPU engines, before ready
+                self.state_changed.emit("starting", f"warming up the {self.options.backend} engine "
+                                        "(first chunks; minutes with --compile)")
             if line.strip():
                 self.log_line.emit(line.rstrip())
 
