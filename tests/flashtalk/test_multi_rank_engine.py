@@ -21,8 +21,9 @@ torch = pytest.importorskip("torch")
 
 from engine.backends.base import BackendOptions
 from engine.protocol.messages import SessionSettings
-from tests.conftest import ASSETS, ROOT
+from tests.conftest import ROOT
 from tests.flashtalk.gloo_world import run_on_gloo_world
+from tests.flashtalk.speech_stream import stream_speech_frames
 
 SETTINGS = SessionSettings(width=112, height=80, chunk_frames=20, seed=5)
 CHUNKS = 2
@@ -35,17 +36,7 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 def _stream_frames(backend) -> np.ndarray:
-    from avkit.audio_decode import load_audio
-    from avkit.portrait_image import load_portrait
-    speech = load_audio(ASSETS / "speech.wav")
-    stream = backend.open_stream(load_portrait(ASSETS / "portrait.png"), SETTINGS)
-    chunks = []
-    for i in range(CHUNKS):
-        end = (i + 1) * stream.chunk_frames * 640
-        window = speech[max(0, end - stream.context_samples):end]
-        chunks.append(stream.generate(np.pad(window, (stream.context_samples - window.size, 0))).frames)
-    stream.close()
-    return np.stack(chunks)
+    return stream_speech_frames(backend, SETTINGS, CHUNKS)
 
 
 def _engine_rank(rank: int, world_size: int, model_dir: Path, precision: str = "fp32"):

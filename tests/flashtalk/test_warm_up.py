@@ -12,12 +12,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from avkit.audio_decode import load_audio
-from avkit.portrait_image import load_portrait
 from engine.backends.base import BackendOptions
 from engine.protocol.address import token_path
 from engine.protocol.messages import SessionSettings
-from tests.conftest import ASSETS, ROOT
+from tests.conftest import ROOT
+from tests.flashtalk.speech_stream import stream_speech_frames
 
 SMALL = SessionSettings(width=112, height=80, chunk_frames=8, seed=3)
 
@@ -29,15 +28,7 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 def _session_frames(backend, chunks: int = 2) -> np.ndarray:
-    speech = load_audio(ASSETS / "speech.wav")
-    stream = backend.open_stream(load_portrait(ASSETS / "portrait.png"), SMALL)
-    out = []
-    for i in range(chunks):
-        end = (i + 1) * stream.chunk_frames * 640
-        window = speech[max(0, end - stream.context_samples):end]
-        out.append(stream.generate(np.pad(window, (stream.context_samples - window.size, 0))).frames)
-    stream.close()
-    return np.stack(out)
+    return stream_speech_frames(backend, SMALL, chunks)
 
 
 def test_warm_up_caches_the_prompt_and_changes_no_frame(model_dir):
