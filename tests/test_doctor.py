@@ -39,7 +39,7 @@ def test_every_check_has_a_known_status_and_problems_carry_a_fix(capsys):
     _, report = doctor_json(capsys, "--backend", "flashtalk")
     names = [c["name"] for c in report["checks"]]
     assert names == ["python", "os", "packages", "gpu", "torch", "gpu memory", "models", "audio",
-                     "virtual camera", "espeak-ng", "display"]
+                     "virtual microphone", "virtual camera", "espeak-ng", "display"]
     for check in report["checks"]:
         assert check["status"] in ("ok", "warning", "problem")
         if check["status"] != "ok":

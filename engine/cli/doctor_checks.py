@@ -330,6 +330,52 @@ def _no_audio_fix() -> str:
     return "plug in a microphone and allow microphone access for Python in the system settings"
 
 
+# Device names the usual virtual audio cables give their playback side.
+VIRTUAL_CABLE_NAMES = {"win32": ("CABLE Input",), "darwin": ("BlackHole",)}
+
+
+def check_virtual_microphone() -> CheckResult:
+    """Is there a device the avatar's voice can play into and a call app can use as microphone?"""
+    name = "virtual microphone"
+    if sys.platform != "linux":
+        try:
+            import sounddevice
+            outputs = [d["name"] for d in sounddevice.query_devices() if d.get("max_output_channels", 0) > 0]
+        except (ImportError, OSError):
+            outputs = []
+        found = [o for o in outputs if any(c in o for c in VIRTUAL_CABLE_NAMES.get(sys.platform, ()))]
+        if found:
+            return CheckResult(name, OK, f"{found[0]}: pick it under Voice to in the studio")
+        return CheckResult(name, WARNING, "no virtual audio cable: a call hears your real microphone, "
+                           "ahead of the avatar's lips", virtual_microphone_fix())
+    if shutil.which("pactl") is None:
+        return CheckResult(name, WARNING, "pactl not found: cannot list or create a virtual microphone",
+                           "sudo apt install pulseaudio-utils")
+    try:
+        listing = subprocess.run(["pactl", "list", "short", "modules"], capture_output=True, text=True,
+                                 timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return CheckResult(name, WARNING, "no PulseAudio/PipeWire sound server answers",
+                           "start it: pulseaudio --start (or systemctl --user start pipewire-pulse)")
+    sinks = [arg.split("=", 1)[1] for line in listing.splitlines() if "\tmodule-null-sink\t" in line
+             for arg in line.split("\t", 2)[2].split() if arg.startswith("sink_name=")]
+    if sinks:
+        return CheckResult(name, OK, f"null sink {sinks[0]}: studio Voice to -> {sinks[0]}, call "
+                           f"microphone -> its monitor (docs/troubleshooting.md)")
+    return CheckResult(name, WARNING, "no null sink: a call hears your real microphone, ahead of the "
+                       "avatar's lips", virtual_microphone_fix())
+
+
+def virtual_microphone_fix(platform_name: str = sys.platform) -> str:
+    if platform_name == "linux":
+        return ("pactl load-module module-null-sink sink_name=flashtalk_mic "
+                "sink_properties=device.description=FlashTalk-Speaker   (then restart the studio; "
+                "docs/troubleshooting.md adds a browser-visible microphone)")
+    if platform_name == "darwin":
+        return "brew install blackhole-2ch, then Voice to -> BlackHole 2ch and call microphone -> BlackHole 2ch"
+    return "install VB-Audio Virtual Cable, then Voice to -> CABLE Input and call microphone -> CABLE Output"
+
+
 SYSTEM_CAMERA_BACKEND = {"linux": "v4l2loopback", "win32": "obs", "darwin": "obs"}
 
 def check_virtual_camera() -> CheckResult:
@@ -382,4 +428,5 @@ def run_checks(setup: DoctorSetup) -> list[CheckResult]:
     gpu = probe_gpus()
     return [check_python(), check_os(), check_backend_packages(setup), check_gpus(setup, gpu),
             check_torch(setup, gpu), check_gpu_memory(setup, gpu), check_models(setup),
-            check_audio(), check_virtual_camera(), check_espeak(), check_display()]
+            check_audio(), check_virtual_microphone(), check_virtual_camera(), check_espeak(),
+            check_display()]
