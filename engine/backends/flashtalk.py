@@ -46,13 +46,20 @@ WARM_UP_PORTRAIT = 512  # pixels, square; resized to the session size like any p
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, the CPU allocator's RuntimeError and MemoryError all mean one thing."""
+    """CUDA's OutOfMemoryError, the CPU allocator's RuntimeError and MemoryError all mean one thing.
+
+    oneDNN (CPU convolutions) reports a failed scratchpad or JIT-code allocation only as "could
+    not create a primitive": its implementation was already found (that step fails with "... a
+    primitive descriptor ..."), so what is left to fail is memory.
+    """
     if isinstance(exc, BackendError):
         return False
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
     text = str(exc)
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
+                                              or "ALLOC_FAILED" in text
+                                              or text.strip() == "could not create a primitive")
 
 
 def _oom_error(exc: BaseException, device: torch.device) -> OutOfMemory:
@@ -69,10 +76,11 @@ def _oom_error(exc: BaseException, device: torch.device) -> OutOfMemory:
 
 
 def _readable(amount: str) -> str:
-    """'12884901888 bytes' -> '12.0 GiB'; CUDA's '2.00 GiB' stays as it is."""
+    """'12884901888 bytes' -> '12.0 GiB', '5242880 bytes' -> '5.0 MiB'; CUDA's '2.00 GiB' stays."""
     if not amount.endswith(" bytes"):
         return amount
-    return f"{int(amount.split()[0]) / 2**30:.1f} GiB"
+    size = int(amount.split()[0])
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
 
 
 @contextmanager

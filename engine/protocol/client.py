@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 import time
 
 import numpy as np
@@ -33,6 +34,13 @@ from engine.protocol.messages import (
 
 
 HEARTBEAT_S = 1.0  # a waiting client pings this often; the engine times out silent clients
+_CONNECTIONS = itertools.count(1)
+
+
+def _routing_id(client_name: str) -> bytes:
+    """New for every connection. The engine's ROUTER silently drops a connection whose id is still
+    held by one it has not yet seen go (a quick reconnect): that hello would never be answered."""
+    return f"{client_name}-{os.getpid()}-{next(_CONNECTIONS)}-{secrets.token_hex(4)}".encode()
 
 
 class EngineError(RuntimeError):
@@ -63,7 +71,7 @@ class EngineClient:
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
-        sock.setsockopt(zmq.IDENTITY, f"{self.client_name}-{os.getpid()}-{id(self):x}".encode())
+        sock.setsockopt(zmq.IDENTITY, _routing_id(self.client_name))
         sock.connect(self.address)
         self._sock = sock
         self.send(Hello(version=PROTOCOL_VERSION, token=self.token, client=self.client_name))

@@ -17,7 +17,7 @@ import numpy as np
 
 from avkit.resample import StreamResampler
 from avkit.timeline import Timeline
-from engine.backends.base import AvatarStream, Backend, BackendError
+from engine.backends.base import AvatarStream, Backend, BackendError, OutOfMemory
 from engine.protocol.messages import SessionSettings
 from engine.session.audio_ring import AudioRing
 
@@ -158,6 +158,10 @@ class LiveSession:
                 pass
         except BackendError as exc:
             self.error = exc
+        except MemoryError as exc:  # any backend (flashtalk reports its own, with what to change)
+            traceback.clear_frames(exc.__traceback__)  # free what the failed chunk held, now
+            self.error = OutOfMemory("the engine ran out of memory: lower the session's resolution "
+                                     "(width and height) or free memory on the engine's machine")
         except Exception as exc:  # noqa: BLE001 - report, never take the engine down
             self.error = BackendError(f"internal error in the {self.settings.backend} backend: "
                                       f"{type(exc).__name__}: {exc}".splitlines()[0])
