@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import ASSETS, ROOT
+from tests.conftest import ROOT
 
 LIMIT = 96 * 1024  # bytes a render may write per file: a few seconds of 128x128 video
 
@@ -36,7 +36,7 @@ def _render(tmp_path: Path, argv_prefix: list[str], out: Path, *extra: str,
     env = {**os.environ, "TMPDIR": str(private_tmp)}
     return subprocess.run([*argv_prefix, "render", "--quiet", "--size", "128x128", "--out", str(out), *extra],
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=180,
-                          preexec_fn=preexec)
+                          preexec_fn=preexec, check=False)
 
 
 def _assert_clean_failure(result: subprocess.CompletedProcess, tmp_path: Path, out: Path, errno_text: str) -> None:

@@ -18,9 +18,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from engine.protocol import EngineClient, EngineError, SessionSettings  # noqa: E402
-from engine.protocol.messages import Error, Event, Frames  # noqa: E402
-from tests.conftest import EngineProcess  # noqa: E402
+from engine.protocol import EngineClient, EngineError, SessionSettings
+from engine.protocol.messages import Error, Event, Frames
+from tests.conftest import EngineProcess
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or not hasattr(resource, "prlimit"),
                                 reason="needs Linux prlimit to cap the engine's memory")
@@ -93,9 +93,9 @@ def test_out_of_memory_while_preparing_ends_that_session_and_the_engine_keeps_se
     pid = flashtalk_engine.proc.pid
     cap_memory(pid, address_space(pid) + 2 * 2**30)  # 2 GiB more than the warm engine maps
     try:
-        with EngineClient(flashtalk_engine.address) as client:
-            with pytest.raises(EngineError) as info:  # 8192x8192 needs a 12 GiB conditioning tensor
-                client.open_session(portrait_bytes, SessionSettings(width=8192, height=8192, mode="file"))
+        # 8192x8192 needs a 12 GiB conditioning tensor
+        with EngineClient(flashtalk_engine.address) as client, pytest.raises(EngineError) as info:
+            client.open_session(portrait_bytes, SessionSettings(width=8192, height=8192, mode="file"))
         assert_clear_oom(info.value.code, str(info.value))
         assert "GiB could not be allocated" in str(info.value)
         assert flashtalk_engine.proc.poll() is None

@@ -201,4 +201,6 @@ def settings_from_dict(data: dict) -> SessionSettings:
         setattr(out, key, float(value) if key == "color_correction" else value)
     if out.mode not in ("live", "file"):
         raise ValueError(f"session mode must be 'live' or 'file', not {out.mode!r}")
+    if out.seed is not None and out.seed < 0:  # the puppet's numpy RNG failed on it mid-session
+        raise ValueError(f"session setting 'seed' must be 0 or more, not {out.seed}")
     return out

@@ -60,7 +60,7 @@ print(json.dumps({"failed": rec.failed, "error": rec.error, "closed": closed,
 def test_recorder_stops_on_a_full_disk_and_keeps_every_whole_second(tmp_path):
     path = tmp_path / "rec.mp4"
     proc = subprocess.run([sys.executable, "-c", RECORD_UNTIL_FULL, str(path)], capture_output=True,
-                          text=True, cwd=ROOT, timeout=120, preexec_fn=_limit_file_size(LIMIT))
+                          text=True, cwd=ROOT, timeout=120, preexec_fn=_limit_file_size(LIMIT), check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]  # no crash
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     error = report["error"]
@@ -113,7 +113,7 @@ def test_studio_recording_to_a_full_disk_quits_with_one_line_and_a_playable_file
     proc = subprocess.run([sys.executable, "-m", "studio", "--settings", str(tmp_path / "s.ini"),
                            "--portrait", str(ASSETS / "portrait.png"), "--audio-file", str(audio),
                            "--record", str(out), "--quit-when-done"], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT, env=env, preexec_fn=_limit_file_size(STUDIO_LIMIT))
+                          timeout=120, cwd=ROOT, env=env, preexec_fn=_limit_file_size(STUDIO_LIMIT), check=False)
     assert proc.returncode == 1, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if "disk is full" in line]
     assert len(lines) == 1 and lines[0].startswith("flashtalk-studio: recording stopped, the disk is full")
