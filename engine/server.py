@@ -25,7 +25,7 @@ import zmq
 from avkit.portrait_image import PortraitImageError, load_portrait
 from avkit.timeline import Timeline
 from engine.backends import DEFAULT_BACKEND, create_backend
-from engine.backends.base import Backend, BackendError, BackendOptions
+from engine.backends.base import Backend, BackendOptions
 from engine.protocol.address import ipc_path, make_private_dir, token_path, write_token
 from engine.protocol.codec import ProtocolError, decode, encode
 from engine.protocol.messages import (

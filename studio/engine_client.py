@@ -11,7 +11,6 @@ import numpy as np
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal
 
 from engine.protocol import SessionSettings
-
 from studio.engine_options import EngineOptions
 from studio.engine_supervisor import BACKOFF_S, EngineSupervisor
 from studio.engine_worker import EngineWorker

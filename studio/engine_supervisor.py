@@ -14,7 +14,6 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QProcess, QTimer, Signal
 
 from engine.protocol.address import runtime_dir, token_path
-
 from studio.engine_options import EngineOptions
 
 BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)

@@ -23,7 +23,6 @@ from engine.protocol.messages import (
     SessionOpened,
     settings_to_dict,
 )
-
 from studio.frame_schedule import ReceivedChunk
 
 HEARTBEAT_S = 1.0

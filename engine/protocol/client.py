@@ -32,7 +32,6 @@ from engine.protocol.messages import (
     settings_to_dict,
 )
 
-
 HEARTBEAT_S = 1.0  # a waiting client pings this often; the engine times out silent clients
 _CONNECTIONS = itertools.count(1)
 

@@ -4,7 +4,7 @@ Qt-free: sources call a plain `AudioSink` callable from their own threads.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

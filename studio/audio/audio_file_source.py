@@ -5,7 +5,6 @@ import threading
 from pathlib import Path
 
 from avkit.audio_decode import AudioFileError, load_audio
-
 from studio.audio import AudioSink
 from studio.audio.block_feeder import ClipPlayer
 

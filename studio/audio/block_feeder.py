@@ -11,7 +11,6 @@ import time
 import numpy as np
 
 from avkit.timeline import SAMPLE_RATE
-
 from studio.audio import AudioSink
 
 BLOCK_S = 0.02

@@ -11,7 +11,6 @@ import time
 import numpy as np
 
 from avkit.resample import StreamResampler
-
 from studio.audio import AudioSink
 from studio.audio.sample_ring import SampleRing
 

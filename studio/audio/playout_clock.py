@@ -13,7 +13,6 @@ import time
 import numpy as np
 
 from avkit.timeline import SAMPLE_RATE
-
 from studio.audio.sample_ring import SampleRing
 
 START_MARGIN_S = 0.2  # jitter margin: playing starts this long after audio (re)appears

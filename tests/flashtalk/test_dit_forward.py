@@ -115,8 +115,9 @@ def test_audio_attention_is_per_latent_frame():
     tpf, frames = 6, 3
     x = torch.randn(1, tpf * frames, 16)
     audio = torch.randn(1, frames, 4, 8)
-    sdpa = lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+    def sdpa(q, k, v):
+        return torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
     full = attn_mod(x, audio, frame_segments(0, tpf * frames, tpf, frames), sdpa)
     changed = audio.clone()
     changed[:, 1] += 1.0

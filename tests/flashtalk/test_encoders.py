@@ -8,14 +8,28 @@ pytest.importorskip("transformers")
 
 import numpy as np  # noqa: E402
 
-from engine.flashtalk.model.clip import (CLIP_CHECKPOINT_NAME, CLIP_MEAN, CLIP_STD,  # noqa: E402
-                                         CLIPVisual, official_clip_visual_key_shapes)
-from engine.flashtalk.model.t5 import (T5_CHECKPOINT_NAME, T5RelativeBias,  # noqa: E402
-                                       T5TextEncoder, official_t5_key_shapes, UMT5Config)
+from engine.flashtalk.model.clip import (  # noqa: E402
+    CLIP_CHECKPOINT_NAME,
+    CLIP_MEAN,
+    CLIP_STD,
+    CLIPVisual,
+    official_clip_visual_key_shapes,
+)
+from engine.flashtalk.model.t5 import (  # noqa: E402
+    T5_CHECKPOINT_NAME,
+    T5RelativeBias,
+    T5TextEncoder,
+    UMT5Config,
+    official_t5_key_shapes,
+)
 from engine.flashtalk.model.tiny_sizes import TINY  # noqa: E402
 from engine.flashtalk.model.wav2vec import Wav2VecFeatures, normalize_loudness  # noqa: E402
-from engine.flashtalk.weights.tiny_encoders import (CLIP_TOKENIZER_DIR, T5_TOKENIZER_DIR,  # noqa: E402
-                                                    VAE_CHECKPOINT_NAME, write_tiny_encoders)
+from engine.flashtalk.weights.tiny_encoders import (  # noqa: E402
+    CLIP_TOKENIZER_DIR,
+    T5_TOKENIZER_DIR,
+    VAE_CHECKPOINT_NAME,
+    write_tiny_encoders,
+)
 
 PROMPT = "A person is talking. Only the foreground characters are moving, the background remains static."
 

@@ -7,9 +7,15 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 from engine.flashtalk.model.tiny_sizes import TINY  # noqa: E402
-from engine.flashtalk.model.vae import (LATENT_MEAN, LATENT_STD, WanVAE, WanVAEConfig,  # noqa: E402
-                                        build_diffusers_vae, convert_official_vae_state_dict,
-                                        official_vae_key_shapes)
+from engine.flashtalk.model.vae import (  # noqa: E402
+    LATENT_MEAN,
+    LATENT_STD,
+    WanVAE,
+    WanVAEConfig,
+    build_diffusers_vae,
+    convert_official_vae_state_dict,
+    official_vae_key_shapes,
+)
 from engine.flashtalk.weights.tiny_encoders import random_state_dict  # noqa: E402
 
 
@@ -19,7 +25,7 @@ def tiny_vae():
     return WanVAE.from_state_dict(sd, "cpu", torch.float32)
 
 
-def _clip(frames: int = 5, size: int = 32, seed: int = 0) -> "torch.Tensor":
+def _clip(frames: int = 5, size: int = 32, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(1, 3, frames, size, size, generator=g) * 2 - 1
 

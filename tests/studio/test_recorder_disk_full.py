@@ -81,7 +81,8 @@ def test_recorder_stops_on_a_full_disk_and_keeps_every_whole_second(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this system")
-def test_disk_full_before_the_first_fragment_keeps_nothing_and_stops_the_recording_in_the_studio(studio, qtbot, tmp_path):
+def test_disk_full_before_the_first_fragment_keeps_nothing_and_stops_the_recording_in_the_studio(
+        studio, qtbot, tmp_path):
     """ENOSPC at the first write: the studio stops recording by itself and says why in the status bar."""
     path = tmp_path / "rec.mp4"
     partial = tmp_path / f"rec.partial-{os.getpid()}.mp4"  # the recorder's working file, on a full "disk"

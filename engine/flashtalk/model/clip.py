@@ -163,13 +163,13 @@ class CLIPVisual(nn.Module):
 
     @classmethod
     def from_official(cls, path: str | Path, device: str | torch.device = "cpu",
-                      dtype: torch.dtype = torch.float16) -> "CLIPVisual":
+                      dtype: torch.dtype = torch.float16) -> CLIPVisual:
         sd = load_official_pth(path, CLIP_CHECKPOINT_NAME)
         return cls.from_state_dict(sd, device, dtype, source=str(path))
 
     @classmethod
     def from_state_dict(cls, sd: dict[str, torch.Tensor], device: str | torch.device = "cpu",
-                        dtype: torch.dtype = torch.float16, source: str = "CLIP state dict") -> "CLIPVisual":
+                        dtype: torch.dtype = torch.float16, source: str = "CLIP state dict") -> CLIPVisual:
         config = clip_visual_config_from_state_dict(sd)
         problem = _describe_clip_mismatch(sd, config)
         if problem:

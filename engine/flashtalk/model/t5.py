@@ -186,7 +186,7 @@ class T5TextEncoder:
     @classmethod
     def from_official(cls, pth: str | Path, tokenizer_dir: str | Path,
                       device: str | torch.device = "cpu", dtype: torch.dtype = torch.bfloat16,
-                      text_len: int = TEXT_LEN) -> "T5TextEncoder":
+                      text_len: int = TEXT_LEN) -> T5TextEncoder:
         sd = load_official_pth(pth, T5_CHECKPOINT_NAME)
         model = build_umt5(sd, device, dtype, source=str(pth))
         if not Path(tokenizer_dir).is_dir():

@@ -197,13 +197,13 @@ class WanVAE:
 
     @classmethod
     def from_official(cls, path: str | Path, device: str | torch.device = "cpu",
-                      dtype: torch.dtype = torch.bfloat16) -> "WanVAE":
+                      dtype: torch.dtype = torch.bfloat16) -> WanVAE:
         sd = load_official_pth(path, "Wan2.1_VAE.pth")
         return cls.from_state_dict(sd, device, dtype, source=str(path))
 
     @classmethod
     def from_state_dict(cls, sd: dict[str, torch.Tensor], device: str | torch.device = "cpu",
-                        dtype: torch.dtype = torch.bfloat16, source: str = "VAE state dict") -> "WanVAE":
+                        dtype: torch.dtype = torch.bfloat16, source: str = "VAE state dict") -> WanVAE:
         config = vae_config_from_state_dict(sd)
         if config.z_dim != len(LATENT_MEAN):
             raise ValueError(f"{source}: z_dim {config.z_dim}, but the Wan2.1 VAE has z_dim 16")

@@ -39,7 +39,7 @@ class Wav2VecFeatures:
         self.extractor = extractor
 
     @classmethod
-    def from_dir(cls, directory: str | Path, device: str | torch.device = "cpu") -> "Wav2VecFeatures":
+    def from_dir(cls, directory: str | Path, device: str | torch.device = "cpu") -> Wav2VecFeatures:
         directory = Path(directory)
         if not (directory / "config.json").is_file():
             raise FileNotFoundError(f"wav2vec2 model not found in {directory} "

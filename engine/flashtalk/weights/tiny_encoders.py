@@ -13,8 +13,13 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
-from engine.flashtalk.model.clip import (CLIP_CHECKPOINT_NAME, CLIPTextualConfig, CLIPVisualConfig,
-                                         official_clip_textual_key_shapes, official_clip_visual_key_shapes)
+from engine.flashtalk.model.clip import (
+    CLIP_CHECKPOINT_NAME,
+    CLIPTextualConfig,
+    CLIPVisualConfig,
+    official_clip_textual_key_shapes,
+    official_clip_visual_key_shapes,
+)
 from engine.flashtalk.model.state_dict_check import Shapes
 from engine.flashtalk.model.t5 import T5_CHECKPOINT_NAME, UMT5Config, official_t5_key_shapes
 from engine.flashtalk.model.tiny_sizes import TINY, TinySizes
