@@ -14,7 +14,7 @@ import zmq
 
 from engine.protocol import EngineClient, EngineError, SessionSettings, token_path
 from engine.protocol.codec import decode, encode
-from engine.protocol.messages import Error, Event, Frames, Hello, Metrics
+from engine.protocol.messages import Audio, Error, Event, Frames, Hello, Metrics
 
 
 def run_file_session(client: EngineClient, portrait: bytes, audio: np.ndarray, size=128,
@@ -177,7 +177,6 @@ def test_slow_file_client_loses_nothing(engine, portrait_bytes):
 
 def test_replies_are_never_lost_behind_frames(engine, portrait_bytes):
     """Errors that meet a full socket (the client is busy, frames pile up) arrive later, in order."""
-    from engine.protocol.messages import Audio
     with EngineClient(engine.address, rcvhwm=2) as client:
         client.open_session(portrait_bytes, SessionSettings(width=128, height=128, mode="file"))
         audio = np.random.default_rng(2).normal(0, 0.1, 16000 * 10).astype(np.float32)
@@ -199,6 +198,29 @@ def test_replies_are_never_lost_behind_frames(engine, portrait_bytes):
             elif isinstance(msg, Event) and msg.kind == "session_ended":
                 break
     assert errors == 20 and received == 250
+
+
+def test_changing_the_input_format_mid_session_loses_no_audio(engine, portrait_bytes):
+    """Each format's resampler is flushed when the next format starts: every second arrives whole."""
+    t = np.arange(48000) / 48000
+    parts = [(44100, 2, np.repeat(np.sin(2 * np.pi * 220 * t[:44100] * 48000 / 44100), 2)),
+             (48000, 1, np.sin(2 * np.pi * 330 * t)), (16000, 1, np.full(1, 0.5))]
+    with EngineClient(engine.address) as client:
+        client.open_session(portrait_bytes, SessionSettings(width=128, height=128, mode="file"))
+        for rate, channels, pcm in parts:
+            pcm = pcm.astype(np.float32)
+            block = rate // 10 * channels
+            for i in range(0, pcm.size, block):
+                client.send(Audio(sample_rate=rate, channels=channels,
+                                  pcm=pcm[i:i + block].tobytes()))
+        client.end_audio()
+        frames = []
+        while not isinstance(msg := client.recv(20), Event) or msg.kind != "session_ended":
+            assert msg is not None and not isinstance(msg, Error), msg
+            frames += [msg] if isinstance(msg, Frames) else []
+    shown = np.concatenate([np.frombuffer(f.audio, np.float32) for f in frames])
+    assert shown.size == 51 * 640  # 16000 + 16000 + 1 samples: ceil(32001 / 640) frames
+    assert shown[32000] == np.float32(0.5) and not shown[32001:].any()
 
 
 def test_live_mode_keeps_the_avatar_alive_in_silence(engine, portrait_bytes):

@@ -95,9 +95,13 @@ class LiveSession:
     # -- called from the server thread -----------------------------------------------------------
     def push_audio(self, pcm: np.ndarray, sample_rate: int, channels: int, capture_t: float) -> None:
         key = (sample_rate, channels)
-        if key not in self._resamplers:
+        held: list[np.ndarray] = []
+        if key not in self._resamplers:  # a new input format: what the old one still holds comes first
+            held = [r.flush() for r in self._resamplers.values()]
             self._resamplers = {key: StreamResampler(sample_rate, channels, self.timeline.sample_rate)}
         mono = self._resamplers[key].push(pcm)
+        if held:
+            mono = np.concatenate([*held, mono])
         with self._cond:
             if self._ended_input or self._closing:
                 return
