@@ -77,6 +77,10 @@ def test_settings_validation():
         settings_from_dict({"width": "512"})
     with pytest.raises(ValueError, match="mode"):
         settings_from_dict({"mode": "batch"})
+    for key in ("width", "height", "steps", "chunk_frames", "motion_frames"):
+        with pytest.raises(ValueError, match=f"'{key}' must be 1 or more"):
+            settings_from_dict({key: 0})
+    assert settings_from_dict({"seed": 0}).seed == 0
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -71,10 +71,9 @@ GOOD_SETTINGS = [{"width": 64, "height": 64}, {"width": 64, "height": 64, "chunk
                  {"width": 96, "height": 64, "chunk_frames": 5, "seed": 3}]
 # Refused while decoding the open_session (before the portrait is even looked at) ...
 REFUSED_SETTINGS = [{"mode": "sideways"}, {"width": "big"}, {"nope": 1}, {"backend": "flashtalk"},
-                    {"seed": -1}, {"width": True}]
+                    {"seed": -1}, {"width": True}, {"width": 0}, {"chunk_frames": 0}]
 # ... and refused by the backend when it opens the stream.
-BACKEND_REFUSED_SETTINGS = [{"width": 3, "height": 64}, {"width": 64, "height": 64, "chunk_frames": 0},
-                            {"width": 4000, "height": 4000}]
+BACKEND_REFUSED_SETTINGS = [{"width": 3, "height": 64}, {"width": 4000, "height": 4000}]
 
 
 def _blank_png() -> bytes:

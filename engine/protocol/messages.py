@@ -203,4 +203,8 @@ def settings_from_dict(data: dict) -> SessionSettings:
         raise ValueError(f"session mode must be 'live' or 'file', not {out.mode!r}")
     if out.seed is not None and out.seed < 0:  # the puppet's numpy RNG failed on it mid-session
         raise ValueError(f"session setting 'seed' must be 0 or more, not {out.seed}")
+    for key in ("width", "height", "steps", "chunk_frames", "motion_frames"):
+        value = getattr(out, key)
+        if value is not None and value < 1:  # 0 would read as "the default" in `x or default`
+            raise ValueError(f"session setting {key!r} must be 1 or more (or left out), not {value}")
     return out
