@@ -101,6 +101,7 @@ class MainWindow(QMainWindow):
         m.portrait_verdict.connect(self.portrait.show_verdict)
         m.recent_changed.connect(self.portrait.show_recent)
         m.notice.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        m.recording_changed.connect(self.actions["record"].setChecked)
         m.audio_file_loaded.connect(lambda path, error: self.audio.show_file(
             path, error, m.file_player.duration_s))
         m.speech_ready.connect(self.audio.show_speech_status)
@@ -150,7 +151,6 @@ class MainWindow(QMainWindow):
         else:
             folder = Path(QStandardPaths.writableLocation(QStandardPaths.MoviesLocation) or Path.home()) / "FlashTalk"
             self.model.start_recording(folder / time.strftime("flashtalk-%Y%m%d-%H%M%S.mp4"))
-        self.actions["record"].setChecked(self.model.recorder is not None)
 
     def toggle_virtual_camera(self) -> None:
         if self.model.virtual_camera is not None:
@@ -173,9 +173,6 @@ class MainWindow(QMainWindow):
         self.actions["mute"].setChecked(muted)
         if self.audio.mute.isChecked() != muted and m.microphone is not None:
             self.audio.mute.setChecked(muted)
-        if m.recorder is not None and m.recorder.failed:  # e.g. the disk filled up: the notice says why
-            m.stop_recording()
-            self.actions["record"].setChecked(False)
 
     # -- settings --------------------------------------------------------------------------------
     def _restore(self) -> None:

@@ -47,6 +47,7 @@ class SessionModel(QObject):
     frame_shown = Signal(object)  # DueFrame
     summary_changed = Signal(str)
     notice = Signal(str)  # one line for the status bar
+    recording_changed = Signal(bool)  # recording or not (a failed recorder stops itself)
     source_changed = Signal(str)
     audio_file_loaded = Signal(str, str)  # path, error ("" when fine)
     speech_ready = Signal(str)  # error ("" when fine)
@@ -221,6 +222,7 @@ class SessionModel(QObject):
         self.recorder = Recorder(path)
         self.outputs.add(self.recorder)
         self.notice.emit(f"recording to {path}")
+        self.recording_changed.emit(True)
 
     def stop_recording(self) -> None:
         """Finish the file on the recorder's thread; a notice says where it went."""
@@ -228,6 +230,7 @@ class SessionModel(QObject):
         if recorder is not None:
             self.outputs.remove(recorder)
             recorder.close(lambda error: self.notice.emit(error or f"recorded {recorder.path}"))
+            self.recording_changed.emit(False)
 
     def _on_file_ended(self) -> None:
         if self.mode == "file":
@@ -301,6 +304,8 @@ class SessionModel(QObject):
 
     # -- presentation (UI thread, every TICK_MS or sooner) ---------------------------------------
     def tick(self) -> None:
+        if self.recorder is not None and self.recorder.failed:  # e.g. the disk filled up: its notice says why
+            self.stop_recording()
         clock = self.clock
         if clock is None:
             return
