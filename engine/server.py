@@ -336,9 +336,9 @@ class EngineServer:
         if peer is None or now - peer.last_seen > self.config.client_timeout_s:
             self._end_session("client went silent")
         elif session.finished.is_set() and session.outbox_frames() == 0:
-            # The closing event must reach the client (a file render waits for it): if the
-            # socket is full, retry on the next tick instead of ending without it.
-            self._send_metrics(session, owner)
+            # The final metrics and the closing event must reach the client (a file render
+            # reports the one and waits for the other): both are replies, queued if need be.
+            self._send_metrics(session, owner, final=True)
             self._send(owner, Event(kind="session_ended", session=session.id,
                                     message="all audio has been turned into video"))
             self._end_session(None)
@@ -356,12 +356,16 @@ class EngineServer:
                 session.unpop_chunk(out)
                 break
 
-    def _send_metrics(self, session: LiveSession, owner: bytes) -> None:
+    def _send_metrics(self, session: LiveSession, owner: bytes, final: bool = False) -> None:
         values = session.stats.as_dict(self.timeline)
         values.update(outbox_frames=session.outbox_frames(),
                       backlog_s=session.backlog_samples() / self.timeline.sample_rate,
                       malformed=self.counters["malformed"])
-        self._send_droppable(owner, Metrics(session=session.id, values=values))
+        msg = Metrics(session=session.id, values=values)
+        if final:
+            self._send(owner, msg)
+        else:
+            self._send_droppable(owner, msg)
 
     def _end_session(self, reason: str | None) -> None:
         session, owner = self._session, self._owner

@@ -185,7 +185,7 @@ def test_replies_are_never_lost_behind_frames(engine, portrait_bytes):
         time.sleep(1.5)  # not reading: the engine's queue to us fills with frames
         for _ in range(20):
             client.send(Audio(session="s999-forged", pcm=audio[:160].tobytes()))
-        errors, received = 0, 0
+        errors, received, last = 0, 0, None
         while True:
             msg = client.recv(20)
             assert msg is not None, "engine stopped answering"
@@ -197,7 +197,9 @@ def test_replies_are_never_lost_behind_frames(engine, portrait_bytes):
                 received += msg.count
             elif isinstance(msg, Event) and msg.kind == "session_ended":
                 break
+            last = msg
     assert errors == 20 and received == 250
+    assert isinstance(last, Metrics) and last.values["frames"] == 250  # the final count, just before the end
 
 
 def test_changing_the_input_format_mid_session_loses_no_audio(engine, portrait_bytes):
