@@ -65,6 +65,10 @@ class FrameSchedule:
     def due(self, position_samples: float) -> DueFrame | None:
         """The frame to show at this clock position, if it differs from the one shown."""
         k = int(position_samples // self.timeline.samples_per_frame)
+        # The clock never runs past the audio received, so k == end_frame means every sample was
+        # heard: the last frame's moment is over but it must still be shown (a late tick under load
+        # would otherwise skip it, and the session would never be seen to end).
+        k = min(k, self.end_frame - 1)
         if k <= self.shown:
             return None
         while self._chunks and self._chunks[0].end_frame <= k:

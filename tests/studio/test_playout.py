@@ -79,6 +79,8 @@ def test_schedule_shows_each_frame_at_its_sample_and_counts_skips():
     due = sched.due(640 * 5 + 1)
     assert due.index == 5 and due.image[0, 0, 0] == 5 and sched.late == 3
     assert sched.waiting() == 2
+    due = sched.due(640 * 8)  # all audio heard (a late tick): the last frame is still shown, the one before late
+    assert due.index == 7 and sched.late == 4 and sched.shown + 1 == sched.end_frame
     assert sched.due(640 * 8) is None  # nothing received for frame 8 yet
 
 
