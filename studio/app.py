@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_done(code: int) -> None:
         exit_code[0] = code
+        if window.model.failure:
+            print(f"flashtalk-studio: stopped before the end of the audio file: {window.model.failure}",
+                  file=sys.stderr)
         for error in window.model.outputs.errors:
             print(f"flashtalk-studio: {error}", file=sys.stderr)
         window.close()

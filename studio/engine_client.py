@@ -134,7 +134,7 @@ class EngineLink(QObject):
 
     def _on_supervisor_state(self, state: str, message: str) -> None:
         if state in ("restarting", "failed"):
-            self._drop_worker(message)
+            self._drop_worker(self.supervisor.last_exit if state == "restarting" else message)
 
     def _on_connected(self, welcome) -> None:
         self.welcome = welcome

@@ -32,11 +32,13 @@ class EngineSupervisor(QObject):
         self.address = address or f"ipc://{runtime_dir() / f'studio-{os.getpid()}.sock'}"
         self.options = EngineOptions()
         self.restarts = 0
+        self.last_exit = ""  # why the engine last stopped unexpectedly (without the "restarting" part)
         self._attempt = 0
         self._started_t = 0.0
         self._wanted = False  # the user wants an engine running
         self._proc: QProcess | None = None
         self._stdout_tail = b""
+        self._last_stderr = ""  # the engine's own one-line reason when it refuses its options (exit 2)
         self._restart_timer = QTimer(self, singleShot=True)
         self._restart_timer.timeout.connect(self._launch)
 
@@ -92,6 +94,7 @@ class EngineSupervisor(QObject):
         self._proc = proc
         self._hang_reason = ""
         self._stdout_tail = b""
+        self._last_stderr = ""
         self._started_t = time.monotonic()
         self.state_changed.emit("starting", f"starting the {self.options.backend} engine")
         proc.start()
@@ -113,8 +116,11 @@ class EngineSupervisor(QObject):
             if line.startswith("warming up") and proc is self._proc:  # GPU engines, before ready
                 self.state_changed.emit("starting", f"warming up the {self.options.backend} engine "
                                         "(first chunks; minutes with --compile)")
-            if line.strip():
-                self.log_line.emit(line.rstrip())
+            if not line.strip():
+                continue
+            if proc is self._proc:
+                self._last_stderr = line.strip()
+            self.log_line.emit(line.rstrip())
 
     def _on_error(self, proc: QProcess, err) -> None:
         if err == QProcess.FailedToStart and proc is self._proc:
@@ -126,6 +132,7 @@ class EngineSupervisor(QObject):
     def _on_finished(self, proc: QProcess, code: int, status) -> None:
         if proc is not self._proc:
             return
+        self._read_stderr(proc)  # its last words may not have been read yet
         self._proc = None
         proc.deleteLater()
         if not self._wanted:
@@ -136,7 +143,8 @@ class EngineSupervisor(QObject):
             what = "the engine crashed (killed by a signal)"
         elif code == 2:  # the engine's own "user error" exit: restarting would fail the same way
             self._wanted = False
-            self.state_changed.emit("failed", "the engine refused its options: see the log below")
+            reason = self._last_stderr or "see the engine log"
+            self.state_changed.emit("failed", f"the engine refused its options: {reason}")
             return
         else:
             what = f"the engine exited unexpectedly (exit code {code})"
@@ -145,6 +153,7 @@ class EngineSupervisor(QObject):
         delay = BACKOFF_S[min(self._attempt, len(BACKOFF_S) - 1)]
         self._attempt += 1
         self.restarts += 1
+        self.last_exit = what
         self.log_line.emit(f"studio: {what}")
         self.state_changed.emit("restarting", f"{what}; restarting in {delay:.0f} s")
         self._restart_timer.start(int(delay * 1000))

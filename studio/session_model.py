@@ -77,6 +77,7 @@ class SessionModel(QObject):
         self.speech = SpeechSource(lambda pcm, t: self._feed("speech", pcm, t))
         self.microphone: Microphone | None = None
         self.quit_when_done = False
+        self.failure = ""  # quit-when-done: why the file could not be played to its end (exit status 1)
         self.autoplay_file = False  # start the loaded file when the first session opens (scripts)
         self._closing_outputs = False
         self.output, note = open_output(output_device)
@@ -104,6 +105,7 @@ class SessionModel(QObject):
         link.metrics.connect(self._on_metrics)
         link.event.connect(self._on_event)
         link.error.connect(self._on_error)
+        link.state_changed.connect(self._on_engine_state)
 
     # -- state -----------------------------------------------------------------------------------
     def _set_state(self, state: str) -> None:
@@ -252,6 +254,11 @@ class SessionModel(QObject):
     def _on_disconnected(self, reason: str) -> None:
         self.output.attach(None)
         self._set_state("engine restarting" if not self.engine_options.attached else "reconnecting")
+        self._give_up(f"lost the engine: {reason}")
+
+    def _on_engine_state(self, state: str, message: str) -> None:
+        if state == "failed":  # the engine cannot start: no session will ever open
+            self._give_up(message)
 
     def _on_session_opened(self, opened) -> None:
         self.stats.new_session()
@@ -271,6 +278,7 @@ class SessionModel(QObject):
     def _on_session_refused(self, code: str, message: str) -> None:
         self.portrait_verdict.emit(False, message)
         self._set_state("waiting for a portrait")
+        self._give_up(message)
 
     def _on_chunk(self, chunk: ReceivedChunk) -> None:
         clock = self.clock
@@ -301,6 +309,7 @@ class SessionModel(QObject):
         self.notice.emit(f"engine error: {message}")
         if fatal:
             self._set_state("session failed")
+            self._give_up(message)
 
     # -- presentation (UI thread, every TICK_MS or sooner) ---------------------------------------
     def tick(self) -> None:
@@ -344,7 +353,14 @@ class SessionModel(QObject):
     def finish_outputs(self) -> None:
         """Close every output (recorder files finish on their threads), then emit `done`."""
         self._closing_outputs = True
-        self.outputs.close_all(lambda errors: self.done.emit(1 if errors else 0))
+        self.outputs.close_all(lambda errors: self.done.emit(1 if errors or self.failure else 0))
+
+    def _give_up(self, reason: str) -> None:
+        """Quit-when-done: the file can no longer play to its end (a script would otherwise wait
+        forever); keep what the outputs hold and exit non-zero."""
+        if self.quit_when_done and not self._closing_outputs:
+            self.failure = reason
+            self.finish_outputs()
 
     def shutdown(self) -> None:
         self._tick_timer.stop()

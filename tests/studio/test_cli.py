@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
 from avkit.mp4_writer import probe_mp4
+from tests.conftest import wait_for
 
-from .conftest import ASSETS, ROOT
+from .conftest import ASSETS, ROOT, write_wav
 
 ENV = dict(os.environ, QT_QPA_PLATFORM="offscreen")
 
@@ -35,3 +37,41 @@ def test_usage_mistakes_are_one_line(tmp_path):
     assert "no such file" in done.stderr
     done = studio_cli("--quit-when-done")
     assert done.returncode == 2 and "--audio-file" in done.stderr
+
+
+def studio_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("flashtalk-studio:")]
+
+
+def test_quit_when_done_exits_1_with_the_engines_reason_when_it_cannot_start(tmp_path, short_speech):
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    done = studio_cli("--settings", str(tmp_path / "s.ini"), "--backend", "flashtalk", "--model", str(empty),
+                      "--audio-file", str(short_speech), "--quit-when-done")
+    assert done.returncode == 1
+    [line] = studio_lines(done.stderr)
+    assert "stopped before the end of the audio file: the engine refused its options" in line
+    assert "config.json" in line  # the engine's own words, not "see the log"
+
+
+def test_quit_when_done_keeps_the_recording_and_exits_1_when_the_engine_dies_mid_file(tmp_path, engine, speech):
+    clip = write_wav(tmp_path / "speech.wav", speech)
+    out = tmp_path / "out.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "studio", "--settings", str(tmp_path / "s.ini"),
+                             "--portrait", str(ASSETS / "portrait.png"), "--engine", engine.address,
+                             "--audio-file", str(clip), "--record", str(out), "--quit-when-done"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV)
+    try:
+        # the first one-second fragment is on disk: the session is well under way
+        wait_for(lambda: any(p.stat().st_size > 20_000 for p in tmp_path.glob("out.partial-*")), timeout=60)
+        engine.stop(signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    [line] = studio_lines(stderr)
+    assert "stopped before the end of the audio file: lost the engine" in line
+    info = probe_mp4(out)  # what was made before the engine died is a whole, playable file
+    assert 0 < info.video_frames < len(speech) // 640
+    assert not list(tmp_path.glob("*.partial*"))
