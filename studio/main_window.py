@@ -2,11 +2,12 @@
 dock widgets whose layout persists. It only wires widgets to the session model."""
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
 import pyqtgraph as pg
-from PySide6.QtCore import QSettings, QStandardPaths, Qt, QTimer
+from PySide6.QtCore import QSettings, QStandardPaths, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -37,6 +38,8 @@ SHORTCUTS = {  # action name -> key sequence, shown in the Session menu
 
 
 class MainWindow(QMainWindow):
+    _devices_listed = Signal(object)  # (inputs, outputs, sinks), from the listing thread
+
     def __init__(self, model: SessionModel, store: QSettings):
         super().__init__()
         self.model = model
@@ -125,6 +128,8 @@ class MainWindow(QMainWindow):
         a.loop_toggled.connect(lambda on: setattr(m.file_player, "loop", on))
         a.speak_requested.connect(m.say)
         a.output_device_chosen.connect(self._choose_output)
+        a.devices_refresh_requested.connect(self._list_devices)
+        self._devices_listed.connect(lambda devices: (a.set_devices(*devices), a.refresh_devices.setEnabled(True)))
         e.start_requested.connect(self.start_engine)
         e.restart_requested.connect(self.start_engine)
         e.stop_requested.connect(self.stop_engine)
@@ -164,6 +169,18 @@ class MainWindow(QMainWindow):
         self.settings.output_device = name
         self.model.set_output_device(name or None)
         self.audio.output_note.setText(self.model.output_note)
+
+    def _list_devices(self) -> None:
+        """`pactl` may take up to its timeout: list off the UI thread, render when done."""
+        self.audio.refresh_devices.setEnabled(False)
+        threading.Thread(target=self._list_devices_off_ui, name="list-devices", daemon=True).start()
+
+    def _list_devices_off_ui(self) -> None:
+        devices = (input_devices(), output_devices(), pulse_sinks())
+        try:
+            self._devices_listed.emit(devices)
+        except RuntimeError:  # the window was closed meanwhile
+            pass
 
     def _poll_sources(self) -> None:
         m = self.model

@@ -37,6 +37,7 @@ class AudioPanel(QWidget):
     loop_toggled = Signal(bool)
     speak_requested = Signal(str)
     output_device_chosen = Signal(str)
+    devices_refresh_requested = Signal()  # list the sound devices and sinks again (e.g. a new virtual mic)
 
     def __init__(self, speech_available: bool, parent=None):
         super().__init__(parent)
@@ -49,10 +50,16 @@ class AudioPanel(QWidget):
         self.output_device = QComboBox()
         self.output_device.activated.connect(
             lambda _: self.output_device_chosen.emit(self.output_device.currentData() or ""))
+        self.refresh_devices = QPushButton("Refresh")
+        self.refresh_devices.setToolTip("List the sound outputs and PulseAudio/PipeWire sinks again")
+        self.refresh_devices.clicked.connect(self.devices_refresh_requested)
         self.output_note = QLabel("")
         self.output_note.setWordWrap(True)
+        voice_to = QHBoxLayout()
+        voice_to.addWidget(self.output_device, 1)
+        voice_to.addWidget(self.refresh_devices)
         form = QFormLayout()
-        form.addRow("Voice to", self.output_device)
+        form.addRow("Voice to", voice_to)
         layout = QVBoxLayout(self)
         layout.addWidget(self.tabs)
         layout.addLayout(form)
@@ -137,7 +144,9 @@ class AudioPanel(QWidget):
     # -- model -> view ---------------------------------------------------------------------------
     def set_devices(self, inputs: list[SoundDevice], outputs: list[SoundDevice],
                     sinks: list[PulseSink] = ()) -> None:
-        """Outputs carry the name the model opens them by: "" (default), a sound card, "pulse:<sink>"."""
+        """Outputs carry the name the model opens them by: "" (default), a sound card, "pulse:<sink>".
+        What was selected stays selected when it is still listed."""
+        chosen_input, chosen_output = self.input_device.currentData(), self.output_device.currentData()
         self.input_device.clear()
         self.input_device.addItem("default input", None)
         for dev in inputs:
@@ -148,6 +157,9 @@ class AudioPanel(QWidget):
             self.output_device.addItem(dev.name, dev.name)
         for sink in sinks:
             self.output_device.addItem(sink.label, sink.device)
+        self.input_device.setCurrentIndex(max(0, self.input_device.findData(chosen_input)))
+        if chosen_output:
+            self.select_output(chosen_output)
 
     def select_output(self, name: str) -> None:
         index = self.output_device.findData(name)

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from PySide6.QtCore import Qt
 
 from studio.audio.audio_output import open_output
 from studio.audio.pulse import PulseOutput, pulse_sinks
@@ -223,3 +224,31 @@ def test_sinks_are_listed_and_a_missing_one_falls_back_with_a_note(virtual_mic):
         assert "no_such_sink" in note and "default output instead" in note and "\n" not in note
     finally:
         output.close()
+
+
+@pytest.mark.audio
+def test_a_sink_made_after_start_is_listed_on_refresh_and_the_choice_kept(pulse_server, studio, qtbot):
+    """A virtual microphone made while the studio runs (troubleshooting.md's null sink) appears
+    when the user presses Refresh; the voice output already chosen stays chosen."""
+    combo = studio.audio.output_device
+    combo.setCurrentIndex(combo.findData(""))  # "default output"
+    assert combo.findData("pulse:flashtalk_late") < 0
+    module = subprocess.run(["pactl", "load-module", "module-null-sink", "sink_name=flashtalk_late",
+                             "sink_properties=device.description=Late-Speaker"],
+                            capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    try:
+        qtbot.mouseClick(studio.audio.refresh_devices, Qt.LeftButton)
+        qtbot.waitUntil(lambda: combo.findData("pulse:flashtalk_late") >= 0, timeout=10_000)
+        qtbot.waitUntil(studio.audio.refresh_devices.isEnabled, timeout=10_000)
+        assert combo.itemText(combo.findData("pulse:flashtalk_late")) == "Late-Speaker (PulseAudio sink)"
+        assert combo.currentData() == ""
+        late = combo.findData("pulse:flashtalk_late")
+        combo.setCurrentIndex(late)
+        combo.activated.emit(late)
+        assert isinstance(studio.model.output, PulseOutput) and studio.model.output.sink == "flashtalk_late"
+        qtbot.mouseClick(studio.audio.refresh_devices, Qt.LeftButton)
+        qtbot.waitUntil(studio.audio.refresh_devices.isEnabled, timeout=10_000)
+        assert combo.currentData() == "pulse:flashtalk_late"  # a refresh never changes the choice
+    finally:
+        studio.model.set_output_device(None)
+        subprocess.run(["pactl", "unload-module", module], check=False, timeout=10)
