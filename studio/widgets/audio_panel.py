@@ -51,7 +51,8 @@ class AudioPanel(QWidget):
         self.output_device.activated.connect(
             lambda _: self.output_device_chosen.emit(self.output_device.currentData() or ""))
         self.refresh_devices = QPushButton("Refresh")
-        self.refresh_devices.setToolTip("List the sound outputs and PulseAudio/PipeWire sinks again")
+        self.refresh_devices.setToolTip("List the PulseAudio/PipeWire sinks again "
+                                        "(sound cards are listed when the studio starts)")
         self.refresh_devices.clicked.connect(self.devices_refresh_requested)
         self.output_note = QLabel("")
         self.output_note.setWordWrap(True)
