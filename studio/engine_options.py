@@ -1,6 +1,7 @@
 """What the user chose for the engine: how to start (or reach) it and what to ask of a session."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from engine.protocol import SessionSettings
@@ -26,7 +27,8 @@ class EngineOptions:
 
     def serve_args(self, address: str) -> list[str]:
         """Arguments after `python -m engine` for a child engine listening on `address`."""
-        args = ["serve", "--socket", address, "--backend", self.backend, "--client-timeout", "5"]
+        args = ["serve", "--socket", address, "--backend", self.backend, "--client-timeout", "5",
+                "--parent-pid", str(os.getpid())]  # the engine stops itself if the studio dies
         if self.backend != "puppet":
             if self.model_dir:
                 args += ["--model", self.model_dir]

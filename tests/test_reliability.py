@@ -195,6 +195,47 @@ def test_sigkilled_engine_leaves_client_waiting_and_a_new_engine_takes_the_socke
         assert second.stop() == 0
 
 
+# Starts the engine through a shell that stays its parent, as torchrun stays rank 0's parent:
+# the engine must watch the launcher itself, not only its own parent.
+LAUNCHER = """
+import os, subprocess, sys, time
+engine = [sys.executable, "-m", "engine", "serve", "--socket", sys.argv[1], "--parent-pid", str(os.getpid())]
+subprocess.Popen(["sh", "-c", '"$@"; exit $?', "sh", *engine])
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.skipif(os.name != "posix", reason="--parent-pid is watched on POSIX systems")
+def test_engine_stops_cleanly_once_the_program_that_started_it_is_gone(tmp_path):
+    address = f"ipc://{tmp_path}/run/engine.sock"
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, address], stdout=subprocess.PIPE, text=True,
+                                cwd=ROOT)
+    try:
+        assert launcher.stdout.readline().startswith("ready ")
+        [engine] = [p for p in psutil.Process(launcher.pid).children(recursive=True)
+                    if p.cmdline()[1:3] == ["-m", "engine"]]
+        assert engine.ppid() != launcher.pid
+        time.sleep(1.5)
+        assert _alive(engine.pid)  # a live launcher keeps it serving
+        launcher.kill()
+        launcher.wait(10)
+        wait_for(lambda: not _alive(engine.pid), timeout=20)
+    finally:
+        launcher.kill()
+        for child in psutil.Process().children(recursive=True):
+            if "--parent-pid" in child.cmdline():
+                child.kill()
+    socket_path = Path(address[len("ipc://"):])
+    assert not socket_path.exists() and not list(socket_path.parent.glob("*token*"))  # a clean stop
+
+
 def test_socket_file_deleted_while_serving(engine, portrait_bytes):
     """Connected clients keep working, new ones cannot find the engine, SIGTERM still exits 0."""
     with EngineClient(engine.address) as client:

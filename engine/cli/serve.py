@@ -13,6 +13,7 @@ import sys
 
 from engine.backends.base import BackendError
 from engine.cli.common import UserError, add_backend_options, backend_options
+from engine.cli.parent_watch import watch_parent
 from engine.protocol.address import default_address
 from engine.server import EngineServer, EngineServerError, ServerConfig
 
@@ -28,6 +29,8 @@ def add_parser(sub) -> None:
     p.add_argument("--warm-up", action=argparse.BooleanOptionalAction, default=None,
                    help="run two silent chunks before `ready`, so the first session starts as fast as "
                         "later ones (default: on for a GPU backend)")
+    p.add_argument("--parent-pid", type=int, metavar="PID",
+                   help="stop (as on SIGTERM) once process PID is gone; the studio passes its own pid")
     add_backend_options(p)
     p.set_defaults(run=run)
 
@@ -42,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
             relaunch_under_torchrun(args.gpus, _serve_argv())
     if ranked and int(os.environ["RANK"]) != 0:
         return _follow(args)
+    if args.parent_pid is not None:
+        watch_parent(args.parent_pid)
     config = ServerConfig(address=args.socket, backend=args.backend,
                           backend_options=backend_options(args), allow_remote=args.allow_remote,
                           client_timeout_s=args.client_timeout)

@@ -6,6 +6,9 @@ import signal
 import subprocess
 import sys
 
+import psutil
+import pytest
+
 from avkit.mp4_writer import probe_mp4
 from tests.conftest import wait_for
 
@@ -75,3 +78,32 @@ def test_quit_when_done_keeps_the_recording_and_exits_1_when_the_engine_dies_mid
     info = probe_mp4(out)  # what was made before the engine died is a whole, playable file
     assert 0 < info.video_frames < len(speech) // 640
     assert not list(tmp_path.glob("*.partial*"))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the engine watches --parent-pid on POSIX systems")
+def test_a_killed_studio_takes_its_engine_with_it(tmp_path):
+    """A crashed studio must not leave its engine (a socket; GPUs for flashtalk) running for nobody."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    studio = subprocess.Popen([sys.executable, "-m", "studio", "--settings", str(tmp_path / "s.ini"),
+                               "--portrait", str(ASSETS / "portrait.png")], cwd=ROOT,
+                              env=dict(ENV, XDG_RUNTIME_DIR=str(runtime)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sock = runtime / "flashtalk" / f"studio-{studio.pid}.sock"
+    try:
+        wait_for(sock.exists, timeout=60)
+        [engine] = [p for p in psutil.Process(studio.pid).children() if p.cmdline()[1:3] == ["-m", "engine"]]
+        studio.kill()
+        studio.wait(10)
+        wait_for(lambda: not _alive(engine.pid), timeout=20)
+    finally:
+        studio.kill()
+    assert not sock.exists()  # it stopped cleanly: socket and token removed
+    assert not list(sock.parent.glob("*.token"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
