@@ -66,7 +66,7 @@ def test_quit_when_done_keeps_the_recording_and_exits_1_when_the_engine_dies_mid
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV)
     try:
         # the first one-second fragment is on disk: the session is well under way
-        wait_for(lambda: any(p.stat().st_size > 20_000 for p in tmp_path.glob("out.partial-*")), timeout=60)
+        wait_for(lambda: any(_size(p) > 20_000 for p in tmp_path.glob("out.partial-*")), timeout=60)
         engine.stop(signal.SIGKILL)
         _, stderr = proc.communicate(timeout=60)
     finally:
@@ -107,3 +107,10 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def _size(path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # renamed or removed between listing and reading
+        return 0
