@@ -65,8 +65,12 @@ def _apply_args(window, args: argparse.Namespace) -> None:
     if args.record:
         model.outputs.add(Recorder(args.record))
     portrait = args.portrait or (Path(window.settings.last_portrait) if window.settings.last_portrait else None)
-    if portrait is not None and portrait.exists():
-        model.set_portrait(portrait)
+    if portrait is not None and not portrait.exists():
+        portrait = None  # the last run's portrait was moved or deleted
+    if args.quit_when_done and portrait is None:  # nothing would ever play: say so instead of waiting
+        raise ValueError("--quit-when-done needs a portrait: pass --portrait IMG")
+    if portrait is not None and not model.set_portrait(portrait) and args.quit_when_done:
+        raise ValueError(f"--portrait {portrait}: {model.portrait_problem}")
     if args.audio_file:
         model.load_audio_file_now(args.audio_file)
         model.select_source("file")

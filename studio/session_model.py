@@ -63,6 +63,7 @@ class SessionModel(QObject):
         self.state = "no engine"
         self.portrait_path = ""
         self.portrait_bytes = b""
+        self.portrait_problem = ""  # why the last portrait chosen could not be used
         self.recent: list[str] = []
         self.outputs = OutputFanout()
         self.virtual_camera: VirtualCamera | None = None
@@ -125,7 +126,8 @@ class SessionModel(QObject):
             data = read_portrait_bytes(path)
             image = load_portrait(data)
         except (PortraitImageError, OSError) as exc:
-            self.portrait_verdict.emit(False, str(exc))
+            self.portrait_problem = str(exc)
+            self.portrait_verdict.emit(False, self.portrait_problem)
             return False
         self.portrait_path, self.portrait_bytes = path, data
         self.recent = [path] + [p for p in self.recent if p != path][:MAX_RECENT - 1]

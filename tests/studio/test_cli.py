@@ -42,6 +42,22 @@ def test_usage_mistakes_are_one_line(tmp_path):
     assert done.returncode == 2 and "--audio-file" in done.stderr
 
 
+
+def test_quit_when_done_without_a_usable_portrait_is_a_one_line_mistake(tmp_path, short_speech):
+    """Nothing would ever play: exit 2 at once rather than wait forever."""
+    settings = str(tmp_path / "fresh.ini")  # no last portrait to fall back on
+    done = studio_cli("--settings", settings, "--audio-file", str(short_speech), "--quit-when-done", timeout=60)
+    assert done.returncode == 2
+    assert studio_lines(done.stderr) == ["flashtalk-studio: --quit-when-done needs a portrait: pass --portrait IMG"]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    done = studio_cli("--settings", settings, "--portrait", str(bad), "--audio-file", str(short_speech),
+                      "--quit-when-done", timeout=60)
+    assert done.returncode == 2
+    [line] = studio_lines(done.stderr)
+    assert str(bad) in line and "not a PNG, JPEG or WebP image" in line
+
+
 def studio_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("flashtalk-studio:")]
 
@@ -50,7 +66,8 @@ def test_quit_when_done_exits_1_with_the_engines_reason_when_it_cannot_start(tmp
     empty = tmp_path / "not-a-model"
     empty.mkdir()
     done = studio_cli("--settings", str(tmp_path / "s.ini"), "--backend", "flashtalk", "--model", str(empty),
-                      "--audio-file", str(short_speech), "--quit-when-done")
+                      "--portrait", str(ASSETS / "portrait.png"), "--audio-file", str(short_speech),
+                      "--quit-when-done")
     assert done.returncode == 1
     [line] = studio_lines(done.stderr)
     assert "stopped before the end of the audio file: the engine refused its options" in line
