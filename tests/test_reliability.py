@@ -45,7 +45,7 @@ from engine.protocol.messages import (
     OpenSession,
     settings_to_dict,
 )
-from tests.conftest import ROOT, EngineProcess, wait_for
+from tests.conftest import ROOT, EngineProcess, process_alive, wait_for
 
 SPF = 640  # samples per frame: 16 kHz / 25 fps
 BLOCK = 8000  # 0.5 s blocks
@@ -205,33 +205,26 @@ time.sleep(600)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 @pytest.mark.skipif(os.name != "posix", reason="--parent-pid is watched on POSIX systems")
 def test_engine_stops_cleanly_once_the_program_that_started_it_is_gone(tmp_path):
     address = f"ipc://{tmp_path}/run/engine.sock"
     launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, address], stdout=subprocess.PIPE, text=True,
                                 cwd=ROOT)
+    engine = None
     try:
         assert launcher.stdout.readline().startswith("ready ")
         [engine] = [p for p in psutil.Process(launcher.pid).children(recursive=True)
                     if p.cmdline()[1:3] == ["-m", "engine"]]
         assert engine.ppid() != launcher.pid
         time.sleep(1.5)
-        assert _alive(engine.pid)  # a live launcher keeps it serving
+        assert process_alive(engine.pid)  # a live launcher keeps it serving
         launcher.kill()
         launcher.wait(10)
-        wait_for(lambda: not _alive(engine.pid), timeout=20)
+        wait_for(lambda: not process_alive(engine.pid), timeout=20)
     finally:
         launcher.kill()
-        for child in psutil.Process().children(recursive=True):
-            if "--parent-pid" in child.cmdline():
-                child.kill()
+        if engine is not None and process_alive(engine.pid):  # reparented: only its pid reaches it now
+            engine.kill()
     socket_path = Path(address[len("ipc://"):])
     assert not socket_path.exists() and not list(socket_path.parent.glob("*token*"))  # a clean stop
 

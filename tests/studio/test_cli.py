@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from avkit.mp4_writer import probe_mp4
-from tests.conftest import wait_for
+from tests.conftest import process_alive, wait_for
 
 from .conftest import ASSETS, ROOT, write_wav
 
@@ -107,23 +107,20 @@ def test_a_killed_studio_takes_its_engine_with_it(tmp_path):
                               env=dict(ENV, XDG_RUNTIME_DIR=str(runtime)),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sock = runtime / "flashtalk" / f"studio-{studio.pid}.sock"
+    engine = None
     try:
         wait_for(sock.exists, timeout=60)
         [engine] = [p for p in psutil.Process(studio.pid).children() if p.cmdline()[1:3] == ["-m", "engine"]]
         studio.kill()
         studio.wait(10)
-        wait_for(lambda: not _alive(engine.pid), timeout=20)
+        wait_for(lambda: not process_alive(engine.pid), timeout=20)
     finally:
         studio.kill()
+        if engine is not None and process_alive(engine.pid):  # reparented: only its pid reaches it now
+            engine.kill()
     assert not sock.exists()  # it stopped cleanly: socket and token removed
     assert not list(sock.parent.glob("*.token"))
 
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _size(path) -> int:
