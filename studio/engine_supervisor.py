@@ -113,13 +113,13 @@ class EngineSupervisor(QObject):
 
     def _read_stderr(self, proc: QProcess) -> None:
         for line in bytes(proc.readAllStandardError()).decode(errors="replace").splitlines():
-            if line.startswith("warming up") and proc is self._proc:  # GPU engines, before ready
-                self.state_changed.emit("starting", f"warming up the {self.options.backend} engine "
-                                        "(first chunks; minutes with --compile)")
             if not line.strip():
                 continue
             if proc is self._proc:
                 self._last_stderr = line.strip()
+                if line.startswith("warming up"):  # GPU engines, before ready
+                    self.state_changed.emit("starting", f"warming up the {self.options.backend} engine "
+                                            "(first chunks; minutes with --compile)")
             self.log_line.emit(line.rstrip())
 
     def _on_error(self, proc: QProcess, err) -> None:

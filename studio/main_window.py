@@ -202,9 +202,10 @@ class MainWindow(QMainWindow):
         self.model.engine_options = s.engine
         self.model.recent = list(s.recent_portraits)
         self.portrait.show_recent(self.model.recent)
-        self.audio.set_devices(input_devices(), output_devices(), pulse_sinks())
+        inputs = input_devices()
+        self.audio.set_devices(inputs, output_devices(), pulse_sinks())
         self.audio.output_note.setText(self.model.output_note)
-        mic = find_device(s.input_device, input_devices())
+        mic = find_device(s.input_device, inputs)
         if mic is not None:
             self.audio.input_device.setCurrentIndex(self.audio.input_device.findData(mic.index))
         if s.output_device:
