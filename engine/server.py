@@ -61,6 +61,7 @@ class ServerConfig:
     max_pending_replies: int = 256  # per peer; a peer that never reads loses its oldest replies
     allow_remote: bool = False  # tcp on a non-loopback interface
     limits: SessionLimits = field(default_factory=SessionLimits)
+    progress_interval_s: float = 1.0  # a session being prepared reports its stage this often
 
 
 class EngineServerError(RuntimeError):
@@ -91,6 +92,7 @@ class EngineServer:
         self._ids = itertools.count(1)
         self._seq = itertools.count(1)
         self._last_metrics = 0.0
+        self._last_progress = 0.0
         self.stop_event = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -308,6 +310,7 @@ class EngineServer:
             return
         if not self._announced:
             if not session.ready.is_set():
+                self._report_progress(session, owner)
                 return
             self._announced = True
             if owner in self._peers:  # preparation time is not client silence
@@ -342,6 +345,19 @@ class EngineServer:
             self._send(owner, Event(kind="session_ended", session=session.id,
                                     message="all audio has been turned into video"))
             self._end_session(None)
+
+    def _report_progress(self, session: LiveSession, owner: bytes) -> None:
+        """While a session prepares (minutes for a big model on a CPU), say so every interval: the
+        client waits on this sign of work, not on a fixed timeout."""
+        now, interval = time.monotonic(), self.config.progress_interval_s
+        elapsed = now - session.prepare_started
+        if elapsed < interval or now - self._last_progress < interval:  # quick preparations stay quiet
+            return
+        self._last_progress = now
+        stage = session.prepare_stage
+        self._send(owner, Event(kind="progress", session=session.id,
+                                message=f"preparing the session: {stage.replace('_', ' ')} ({elapsed:.0f} s)",
+                                data={"stage": stage, "elapsed_s": round(elapsed, 1)}))
 
     def _flush_frames(self, session: LiveSession, owner: bytes) -> None:
         spf = self.timeline.samples_per_frame

@@ -7,6 +7,7 @@ blink timers, ...). That split keeps timeline, metrics and A/V sync identical fo
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +46,7 @@ class BackendOptions:
     wav2vec_dir: Path | None = None
     device: str | None = None  # None: the backend picks (cuda if available)
     gpus: int = 1
-    precision: str = "bf16"  # flashtalk: "bf16", "fp8" or "fp32" (reference checks)
+    precision: str | None = None  # flashtalk: "bf16", "fp8", "fp32"; None: bf16 on a GPU, fp32 on a CPU
     offload: bool = False  # flashtalk: keep idle modules on the CPU (slower, fits 48 GB cards)
     compile: bool = False  # flashtalk: torch.compile the DiT and VAE
     attention: str | None = None  # flashtalk: attention kernel (None: fastest that runs here)
@@ -80,12 +81,20 @@ class AvatarStream(ABC):
         """Free per-session resources (GPU buffers, caches)."""
 
 
+StageCallback = Callable[[str], None]  # called with a stage's name as it starts
+
+
 class Backend(ABC):
     name: str
 
     @abstractmethod
-    def open_stream(self, portrait: np.ndarray, settings: SessionSettings) -> AvatarStream:
-        """portrait: uint8 RGB [H, W, 3]. Raises PortraitError/SettingsError with one line."""
+    def open_stream(self, portrait: np.ndarray, settings: SessionSettings,
+                    on_stage: StageCallback | None = None) -> AvatarStream:
+        """portrait: uint8 RGB [H, W, 3]. Raises PortraitError/SettingsError with one line.
+
+        A backend whose preparation takes long calls `on_stage` as each of its stages starts, so
+        a waiting client sees progress instead of silence.
+        """
 
     warms_up_by_default = False  # `serve` warms up before `ready` unless told otherwise
 

@@ -12,9 +12,11 @@ step), so later sessions get a one-line "restart the engine" error instead of a 
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,12 +78,13 @@ class LeaderPipeline:
         self._next_stream = 0
         self._broken: str | None = None
 
-    def prepare(self, portrait: np.ndarray, settings: StreamSettings) -> StreamState:
+    def prepare(self, portrait: np.ndarray, settings: StreamSettings,
+                on_stage: Callable[[str], None] | None = None) -> StreamState:
         with self._lock:
             number = self._next_stream
             self._next_stream += 1
-            state = self._run(Command("open", number, (portrait, settings)), self.pipeline.prepare,
-                              portrait, settings)
+            prepare = functools.partial(self.pipeline.prepare, on_stage=on_stage)  # stages: leader only
+            state = self._run(Command("open", number, (portrait, settings)), prepare, portrait, settings)
             self._streams[id(state)] = number
             return state
 

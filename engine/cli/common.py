@@ -20,7 +20,8 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
                         help="chinese-wav2vec2-base folder (default: beside --model)")
     parser.add_argument("--device", help="torch device for flashtalk, e.g. cuda:0 or cpu")
     parser.add_argument("--gpus", type=int, default=1, help="GPUs for one session (flashtalk)")
-    parser.add_argument("--precision", choices=["bf16", "fp8", "fp32"], default="bf16")
+    parser.add_argument("--precision", choices=["bf16", "fp8", "fp32"], default=BackendOptions.precision,
+                        help="flashtalk weights and compute (default: bf16 on a GPU, fp32 on a CPU)")
     parser.add_argument("--offload", action="store_true",
                         help="keep idle flashtalk modules on the CPU (fits 48 GB cards, slower)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the DiT and VAE")

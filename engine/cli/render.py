@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="flashtalk-render-") as tmp:
         config = ServerConfig(address=f"ipc://{tmp}/engine.sock", backend=args.backend,
                               backend_options=backend_options(args))
+        if not args.quiet and args.backend != "puppet":
+            print(f"loading the {args.backend} model ...", file=sys.stderr, flush=True)
         try:
             server = EngineServer(config)
             server.bind()
@@ -112,7 +114,7 @@ def _stream(address: str, portrait: bytes, audio: np.ndarray, settings: SessionS
     block = int(BLOCK_S * timeline.sample_rate)
     with EngineClient(address, client_name="flashtalk-render") as client:
         try:
-            opened = client.open_session(portrait, settings)
+            opened = client.open_session(portrait, settings, on_progress=None if args.quiet else _ProgressLine())
         except EngineError as exc:
             raise UserError(str(exc)) from None
         writer = Mp4Writer(args.out, opened.width, opened.height, timeline.fps, timeline.sample_rate)
@@ -149,6 +151,19 @@ def _stream(address: str, portrait: bytes, audio: np.ndarray, settings: SessionS
             bar.close()
         wall = time.perf_counter() - started
     return _report(chunks, metrics, received, wall, opened.prepare_ms)
+
+
+class _ProgressLine:
+    """Says on stderr which preparation stage the engine is in, once per stage."""
+
+    def __init__(self):
+        self.stage = None
+
+    def __call__(self, event: Event) -> None:
+        stage = event.data.get("stage")
+        if stage != self.stage:
+            self.stage = stage
+            print(event.message, file=sys.stderr, flush=True)
 
 
 def _report(chunks: list[dict], metrics: dict, frames: int, wall: float, prepare_ms: float) -> dict:

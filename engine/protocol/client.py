@@ -10,6 +10,7 @@ import itertools
 import os
 import secrets
 import time
+from collections.abc import Callable
 
 import numpy as np
 import zmq
@@ -22,6 +23,7 @@ from engine.protocol.messages import (
     CloseSession,
     EndOfAudio,
     Error,
+    Event,
     Heartbeat,
     Hello,
     Message,
@@ -33,6 +35,7 @@ from engine.protocol.messages import (
 )
 
 HEARTBEAT_S = 1.0  # a waiting client pings this often; the engine times out silent clients
+PREPARE_SILENCE_S = 60.0  # opening a session fails only after this long without progress from the engine
 _CONNECTIONS = itertools.count(1)
 
 
@@ -101,10 +104,18 @@ class EngineClient:
         self._last_send = time.monotonic()
 
     def open_session(self, portrait: bytes, settings: SessionSettings | None = None,
-                     timeout: float = 120.0) -> SessionOpened:
+                     timeout: float = PREPARE_SILENCE_S,
+                     on_progress: Callable[[Event], None] | None = None) -> SessionOpened:
+        """Open a session and wait until it is prepared, however long that takes.
+
+        The engine reports its preparation stage every second; `timeout` bounds only the silence
+        between two such reports (a gone or hung engine), never the preparation itself, which may
+        take minutes for a large model on a CPU. Each report goes to `on_progress`.
+        """
         self.session = None
         self.send(OpenSession(portrait=portrait, settings=settings_to_dict(settings or SessionSettings())))
-        self.session = self._expect((SessionOpened,), timeout, what="the session to open")
+        self.session = self._expect((SessionOpened,), timeout, what="the session to open",
+                                    on_progress=on_progress)
         return self.session
 
     def send_audio(self, pcm: np.ndarray, sample_rate: int, capture_t: float | None = None) -> None:
@@ -144,13 +155,15 @@ class EngineClient:
             if deadline is not None and time.monotonic() >= deadline:
                 return None
 
-    def _expect(self, kinds: tuple[type[Message], ...], timeout: float, what: str) -> Message:
+    def _expect(self, kinds: tuple[type[Message], ...], timeout: float, what: str,
+                on_progress: Callable[[Event], None] | None = None) -> Message:
+        """The next message of `kinds`; a progress event from the engine restarts the timeout."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise EngineError("timeout", f"timed out after {timeout:.0f} s waiting for {what} "
-                                  f"at {self.address}: is the engine running?")
+                raise EngineError("timeout", f"no word from the engine for {timeout:.0f} s while waiting "
+                                  f"for {what} at {self.address}: is the engine running?")
             try:
                 msg = self.recv(left)
             except ProtocolError as exc:
@@ -161,3 +174,7 @@ class EngineClient:
                 raise EngineError(msg.code, msg.message)
             if isinstance(msg, kinds):
                 return msg
+            if isinstance(msg, Event) and msg.kind == "progress":
+                deadline = time.monotonic() + timeout
+                if on_progress is not None:
+                    on_progress(msg)

@@ -87,6 +87,8 @@ class LiveSession:
         self.ready = threading.Event()
         self.finished = threading.Event()
         self._last_audio_wall = time.monotonic()
+        self.prepare_started = time.monotonic()
+        self.prepare_stage = "starting"  # the backend's preparation stage under way (progress)
         self._next_idle_at = 0.0
         self._next_frame = 0
         self._thread = threading.Thread(target=self._run, name=f"session-{session_id}", daemon=True)
@@ -153,7 +155,8 @@ class LiveSession:
     def _run(self) -> None:
         try:
             t0 = time.perf_counter()
-            self.stream = self._backend.open_stream(self._portrait, self.settings)
+            self.stream = self._backend.open_stream(self._portrait, self.settings,
+                                                    on_stage=self._on_prepare_stage)
             self.stream.prepare_ms = self.stream.prepare_ms or (time.perf_counter() - t0) * 1e3
             self._portrait = None
             self._last_audio_wall = time.monotonic()
@@ -175,6 +178,9 @@ class LiveSession:
                 self.stream.close()
             self.ready.set()
             self.finished.set()
+
+    def _on_prepare_stage(self, name: str) -> None:
+        self.prepare_stage = name  # one str assignment: read by the server thread without a lock
 
     def _step(self) -> bool:
         """Wait for the next chunk's audio (or idle/end), generate it. False when done."""

@@ -13,6 +13,7 @@ until its frames are copied out (per-stage timings need one synchronisation per 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -61,15 +62,20 @@ class StageTimer:
     """Wall-clock per stage, synchronising the device so each stage owns its own time.
 
     Disabled, it records nothing and never synchronises (a whole chunk can be timed from outside).
+    `on_start(name)` hears of each stage as it begins (progress for a waiting client).
     """
 
-    def __init__(self, device: torch.device, enabled: bool = True):
+    def __init__(self, device: torch.device, enabled: bool = True,
+                 on_start: Callable[[str], None] | None = None):
         self.device = device
         self.enabled = enabled
+        self.on_start = on_start
         self.ms: dict[str, float] = {}
 
     @contextmanager
     def __call__(self, name: str):
+        if self.on_start is not None:
+            self.on_start(name)
         if not self.enabled:
             yield
             return
@@ -97,10 +103,11 @@ class StreamingPipeline:
 
     # -- session setup ---------------------------------------------------------------------------
     @torch.no_grad()
-    def prepare(self, portrait: np.ndarray, settings: StreamSettings) -> StreamState:
+    def prepare(self, portrait: np.ndarray, settings: StreamSettings,
+                on_stage: Callable[[str], None] | None = None) -> StreamState:
         """Encode the portrait and prompt once per session (CLIP, T5, VAE)."""
         m, s = self.models, settings
-        timer = StageTimer(self.device)
+        timer = StageTimer(self.device, on_start=on_stage)
         with timer("text_encoder"):
             context = m.encode_text(s.prompt)  # [1, 512, text_dim]
         ref = reference_tensor(portrait, s.height, s.width, self.device, self.dtype)
