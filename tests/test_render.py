@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,6 +82,50 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith("flashtalk render: "), result.stderr
     assert "Traceback" not in result.stderr
     assert list(tmp_path.glob("o*")) == []
+
+
+def one_line_exit_2(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flashtalk render: ") and "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("flag, value, says", [
+    ("--size", "99999999999999999999x64", "width and height must be 1 to"),
+    ("--size", "0x64", "width and height must be 1 to"),
+    ("--seed", "18446744073709551616", "--seed 18446744073709551616 is out of range"),
+    ("--seed", "-1", "out of range"),
+])
+def test_numbers_out_of_range_get_one_line(tmp_path, flag, value, says):
+    line = one_line_exit_2(render(flag, value, "--out", str(tmp_path / "o.mp4"), timeout=60))
+    assert says in line
+    assert list(tmp_path.glob("o*")) == []
+
+
+def test_an_output_that_names_an_input_is_refused_and_the_input_kept(tmp_path):
+    from avkit.mp4_writer import Mp4Writer
+    clip = tmp_path / "talk.mp4"
+    with Mp4Writer(clip, 64, 64) as writer:  # a real MP4 with a voice track, usable as --audio
+        writer.write_frames(np.zeros((5, 64, 64, 3), np.uint8))
+        writer.write_audio(load_audio(ASSETS / "speech.wav")[:3200])
+    before = clip.read_bytes()
+    line = one_line_exit_2(render("--audio", str(clip), "--out", str(clip), timeout=60))
+    assert "is the --audio file" in line and clip.read_bytes() == before
+    line = one_line_exit_2(render("--out", str(tmp_path / "o.mp4"), "--metrics-json", str(tmp_path / "o.mp4"),
+                                  timeout=60))
+    assert "same file" in line and not (tmp_path / "o.mp4").exists()
+
+
+@pytest.mark.skipif(not Path("/sys").is_dir(), reason="needs a folder nobody may write in (sysfs)")
+def test_an_unwritable_metrics_folder_fails_before_any_mp4_is_written(tmp_path):
+    """sysfs refuses new files even to root: the run fails at once and leaves no MP4 behind."""
+    line = one_line_exit_2(render("--out", str(tmp_path / "o.mp4"), "--metrics-json", "/sys/flashtalk.json",
+                                  timeout=60))
+    assert "--metrics-json" in line and "cannot write" in line
+    assert list(tmp_path.glob("o*")) == []
+    line = one_line_exit_2(render("--out", "/sys/o.mp4", timeout=60))
+    assert line.startswith("flashtalk render: --out /sys/o.mp4: cannot write")
 
 
 def test_portrait_without_face_is_a_clear_error(tmp_path):

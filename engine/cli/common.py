@@ -43,6 +43,9 @@ def backend_options(args: argparse.Namespace) -> BackendOptions:
                           rank_timeout_s=args.rank_timeout)
 
 
+MAX_SIDE = 16384  # pixels: beyond every backend's limit, and far inside what the wire's integers carry
+
+
 def parse_size(text: str | None) -> tuple[int | None, int | None]:
     if not text:
         return None, None
@@ -50,4 +53,6 @@ def parse_size(text: str | None) -> tuple[int | None, int | None]:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise UserError(f"--size {text!r} is not WIDTHxHEIGHT, e.g. 512x512") from None
+    if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE):
+        raise UserError(f"--size {text}: width and height must be 1 to {MAX_SIDE} pixels, e.g. 512x512")
     return w, h

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -31,6 +32,7 @@ from engine.server import EngineServer, ServerConfig
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 BLOCK_S = 0.5  # audio block sent per message
 AHEAD_S = 20.0  # how far the audio may run ahead of the frames received
+MAX_SEED = 2**63 - 1  # what every backend's generator and the wire's msgpack integers carry
 
 
 def add_parser(sub) -> None:
@@ -64,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out {args.out} must end in .mp4")
     if args.out.is_dir():
         raise UserError(f"--out {args.out} is a folder: give a file name ending in .mp4")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise UserError(f"--seed {args.seed} is out of range: use 0 to {MAX_SEED}")
+    _refuse_overwriting_inputs(args)
+    for flag, path in (("--out", args.out), ("--metrics-json", args.metrics_json)):
+        if path is not None:
+            _check_writable(flag, path)
     settings = SessionSettings(width=width, height=height, seed=args.seed, steps=args.steps,
                                prompt=args.prompt, mode="file")
     with tempfile.TemporaryDirectory(prefix="flashtalk-render-") as tmp:
@@ -93,6 +101,32 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.out} ({report['frames']} frames, {report['fps']:.1f} fps rendering)",
               file=sys.stderr)
     return 0
+
+
+def _refuse_overwriting_inputs(args: argparse.Namespace) -> None:
+    """An output that names an input would destroy it (the MP4 is renamed over it at the end)."""
+    inputs = {"--audio": args.audio, "--portrait": args.portrait}
+    outputs = {"--out": args.out, "--metrics-json": args.metrics_json}
+    for out_flag, out in outputs.items():
+        for in_flag, source in inputs.items():
+            if out is not None and out.exists() and source.exists() and os.path.samefile(out, source):
+                raise UserError(f"{out_flag} {out} is the {in_flag} file: choose another output name")
+    if args.metrics_json is not None and args.metrics_json.resolve() == args.out.resolve():
+        raise UserError(f"--metrics-json and --out are the same file ({args.out}): give each its own name")
+
+
+def _check_writable(flag: str, path: Path) -> None:
+    """Before any work: a folder we cannot write in fails now, with one line, not after the render."""
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".flashtalk-write-check-"):
+            pass
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise UserError(f"{DiskFullError(exc.errno, path)} for {flag}") from None
+        raise UserError(f"{flag} {path}: cannot write in {folder} ({exc.strerror or exc}): "
+                        "choose a folder you can write to") from None
 
 
 def _write_metrics(path: Path, report: dict) -> None:
