@@ -139,8 +139,8 @@ class EngineServer:
         self.shutdown()
 
     def shutdown(self) -> None:
-        if self._session is not None:
-            self._end_session("engine shutting down")
+        if self._session is not None:  # the worker must be out of the backend before it is closed
+            self._end_session("engine shutting down", wait=None)
         if self._sock is not None:
             self._sock.close(0)
             self._sock = None
@@ -383,12 +383,12 @@ class EngineServer:
         else:
             self._send_droppable(owner, msg)
 
-    def _end_session(self, reason: str | None) -> None:
+    def _end_session(self, reason: str | None, wait: float | None = 5.0) -> None:
         session, owner = self._session, self._owner
         self._session, self._owner = None, None
         if session is None:
             return
-        session.close()
+        session.close(wait)
         if reason and owner is not None:
             self._send(owner, Event(kind="session_ended", session=session.id, message=reason))
 

@@ -92,8 +92,10 @@ class Backend(ABC):
                     on_stage: StageCallback | None = None) -> AvatarStream:
         """portrait: uint8 RGB [H, W, 3]. Raises PortraitError/SettingsError with one line.
 
-        A backend whose preparation takes long calls `on_stage` as each of its stages starts, so
-        a waiting client sees progress instead of silence.
+        A backend whose preparation or chunks take long calls `on_stage` as each of its stages
+        starts (in `open_stream` and in every `generate` of the stream), so a waiting client
+        sees progress instead of silence, and a session that is closing can stop between stages
+        (the callback raises).
         """
 
     warms_up_by_default = False  # `serve` warms up before `ready` unless told otherwise

@@ -96,9 +96,9 @@ def _memory_errors_are_clear(device: torch.device):
 
 
 class FlashTalkStream(AvatarStream):
-    def __init__(self, pipeline: StreamingPipeline, state: StreamState):
+    def __init__(self, pipeline: StreamingPipeline, state: StreamState, on_stage: StageCallback | None = None):
         s = state.settings
-        self.pipeline, self.state = pipeline, state
+        self.pipeline, self.state, self.on_stage = pipeline, state, on_stage
         self.width, self.height = s.width, s.height
         self.chunk_frames = s.new_frames
         self.context_samples = s.window_samples
@@ -106,7 +106,7 @@ class FlashTalkStream(AvatarStream):
 
     def generate(self, audio: np.ndarray, idle: bool = False) -> ChunkResult:
         with _memory_errors_are_clear(self.pipeline.device):
-            frames, timings = self.pipeline.generate(self.state, audio)
+            frames, timings = self.pipeline.generate(self.state, audio, on_stage=self.on_stage)
         return ChunkResult(frames, timings)
 
     def memory_report(self) -> dict:
@@ -246,7 +246,7 @@ class FlashTalkBackend(Backend):
             raise SettingsError(str(exc)) from None
         with _memory_errors_are_clear(self.pipeline.device):
             state = self.pipeline.prepare(portrait, stream_settings, on_stage=on_stage)
-        return FlashTalkStream(self.pipeline, state)
+        return FlashTalkStream(self.pipeline, state, on_stage)
 
     def close(self) -> None:
         if isinstance(self.pipeline, LeaderPipeline):

@@ -88,10 +88,12 @@ class LeaderPipeline:
             self._streams[id(state)] = number
             return state
 
-    def generate(self, state: StreamState, window: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    def generate(self, state: StreamState, window: np.ndarray,
+                 on_stage: Callable[[str], None] | None = None) -> tuple[np.ndarray, dict[str, float]]:
         with self._lock:
             command = Command("generate", self._streams[id(state)], np.asarray(window, np.float32))
-            return self._run(command, self.pipeline.generate, state, window)
+            generate = functools.partial(self.pipeline.generate, on_stage=on_stage)
+            return self._run(command, generate, state, window)
 
     def release(self, state: StreamState) -> None:
         """Followers drop the stream's state too."""

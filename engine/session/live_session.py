@@ -61,6 +61,11 @@ class SessionStats:
                 "rtf": generated_s / self.compute_s if self.compute_s else 0.0}
 
 
+class _Closing(Exception):
+    """Raised from the backend's stage callback once the session is closing: the worker stops
+    between two stages instead of finishing a chunk (or a preparation) nobody will see."""
+
+
 class LiveSession:
     """States: preparing -> running -> (draining) -> ended. Thread-safe for the server thread."""
 
@@ -122,7 +127,8 @@ class LiveSession:
             self._ended_input = True
             self._cond.notify_all()
 
-    def close(self, wait: float = 5.0) -> None:
+    def close(self, wait: float | None = 5.0) -> None:
+        """Stop the worker at its next stage boundary; wait=None waits for it whatever it takes."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
@@ -156,13 +162,15 @@ class LiveSession:
         try:
             t0 = time.perf_counter()
             self.stream = self._backend.open_stream(self._portrait, self.settings,
-                                                    on_stage=self._on_prepare_stage)
+                                                    on_stage=self._on_stage)
             self.stream.prepare_ms = self.stream.prepare_ms or (time.perf_counter() - t0) * 1e3
             self._portrait = None
             self._last_audio_wall = time.monotonic()
             self.ready.set()
             while self._step():
                 pass
+        except _Closing:
+            pass
         except BackendError as exc:
             self.error = exc
         except MemoryError as exc:  # any backend (flashtalk reports its own, with what to change)
@@ -179,8 +187,11 @@ class LiveSession:
             self.ready.set()
             self.finished.set()
 
-    def _on_prepare_stage(self, name: str) -> None:
-        self.prepare_stage = name  # one str assignment: read by the server thread without a lock
+    def _on_stage(self, name: str) -> None:
+        if self._closing:
+            raise _Closing
+        if not self.ready.is_set():
+            self.prepare_stage = name  # one str assignment: read by the server thread without a lock
 
     def _step(self) -> bool:
         """Wait for the next chunk's audio (or idle/end), generate it. False when done."""

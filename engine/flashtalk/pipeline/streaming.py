@@ -134,15 +134,16 @@ class StreamingPipeline:
 
     # -- one chunk -------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, state: StreamState, window: np.ndarray,
-                 frames_out: bool = True) -> tuple[np.ndarray | None, dict[str, float]]:
+    def generate(self, state: StreamState, window: np.ndarray, frames_out: bool = True,
+                 on_stage: Callable[[str], None] | None = None) -> tuple[np.ndarray | None, dict[str, float]]:
         """window: float32 [audio_cache_s * sr] ending at the chunk's last sample.
 
         -> (uint8 [new_frames, H, W, 3], stage -> ms). frames_out=False (follower ranks, whose
         frames nobody sends) skips the device-to-host copy and returns None for the frames.
+        `on_stage` hears of each stage (each denoising step too) as it starts.
         """
         m, s = self.models, state.settings
-        timer = StageTimer(self.device, self.stage_timings)
+        timer = StageTimer(self.device, self.stage_timings, on_start=on_stage)
         with timer("audio_features"):
             audio = chunk_audio_embedding(m.audio_encoder, m.normalize_loudness, window,
                                           s.sample_rate, s.fps, s.frame_num)  # [1, 33, 5, L, D]
