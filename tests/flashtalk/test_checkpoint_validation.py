@@ -118,6 +118,75 @@ def test_shard_with_damaged_header(folders):
     assert_rejected(*folders, path, "damaged")
 
 
+def _rewrite_header(path: Path, edit) -> None:
+    """Replace a shard's JSON header by edit(header), keeping its data bytes."""
+    data = path.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = edit(json.loads(data[8:8 + length]))
+    text = json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + length:])
+
+
+def _two_tensors(header: dict) -> tuple[str, str]:
+    names = sorted((n for n in header if n != "__metadata__"), key=lambda n: header[n]["data_offsets"][0])
+    return names[0], names[1]
+
+
+def _moved_to_first(header: dict, entry: dict) -> list[int]:
+    """Offsets for `entry` starting where the first tensor starts: the two overlap."""
+    begin, end = entry["data_offsets"]
+    start = header[_two_tensors(header)[0]]["data_offsets"][0]
+    return [start, start + end - begin]
+
+
+def _entry(change):
+    def edit(header):
+        change(header[_two_tensors(header)[1]], header)
+        return header
+    return edit
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda h: [h], "not a map of tensors"),
+    (_entry(lambda e, h: h.update({_two_tensors(h)[1]: "oops"})), "is not a map"),
+    (_entry(lambda e, h: e.pop("shape")), "no shape"),
+    (_entry(lambda e, h: e.update(data_offsets=[str(v) for v in e["data_offsets"]])), "no data_offsets"),
+    (_entry(lambda e, h: e.update(data_offsets=[-4, e["data_offsets"][1] - e["data_offsets"][0] - 4])),
+     "no data_offsets"),
+    (_entry(lambda e, h: e.update(dtype="F12")), "unknown dtype"),
+    (_entry(lambda e, h: e.update(data_offsets=_moved_to_first(h, e))), "overlaps the tensor before it"),
+])
+def test_damaged_header_entries_are_one_line_each(folders, damage, says):
+    path = folders[0] / SHARD1
+    _rewrite_header(path, damage)
+    assert_rejected(*folders, path, says)
+
+
+def test_a_config_asking_for_more_blocks_than_the_weights_hold_is_refused_at_once(folders):
+    """num_layers 1000000 used to build a million meta blocks (minutes); the headers say 2."""
+    config = json.loads((folders[0] / DIT_CONFIG).read_text())
+    (folders[0] / DIT_CONFIG).write_text(json.dumps({**config, "num_layers": 1_000_000}))
+    message = assert_rejected(*folders, folders[0] / DIT_CONFIG, "num_layers is 1000000", "hold 2 blocks")
+    assert "different models" in message
+
+
+def test_models_check_and_render_say_one_line_for_a_damaged_header(folders, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    _rewrite_header(folders[0] / SHARD1, _entry(lambda e, h: e.pop("shape")))
+    for args in (["models", "check", str(folders[0])],
+                 ["render", "--quiet", "--backend", "flashtalk", "--model", str(folders[0]), "--device", "cpu",
+                  "--out", str(tmp_path / "o.mp4")]):
+        result = subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True,
+                                cwd=ROOT, timeout=300)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "no shape" in lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "o.mp4").exists()
+
+
 def test_shapes_that_do_not_match_the_config(folders):
     config = json.loads((folders[0] / DIT_CONFIG).read_text())
     (folders[0] / DIT_CONFIG).write_text(json.dumps({**config, "ffn_dim": config["ffn_dim"] * 2}))

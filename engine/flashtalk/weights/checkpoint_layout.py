@@ -9,6 +9,8 @@ folder takes seconds, and reports the first problem as one line naming the file 
 from __future__ import annotations
 
 import json
+import math
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +50,12 @@ class TensorInfo:
 
 
 def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
-    """Tensor names -> dtype/shape from a safetensors header, checking the file is complete."""
+    """Tensor names -> dtype/shape from a safetensors header, checking the file is complete.
+
+    Every entry is checked as the format defines it (a map with a known dtype, a shape of
+    non-negative integers, offsets [begin, end] with the bytes that dtype and shape need) and the
+    tensors must tile the data buffer exactly: no overlap, no gap, nothing beyond the file.
+    """
     try:
         with open(path, "rb") as f:
             (header_len,) = struct.unpack("<Q", f.read(8))
@@ -59,21 +66,51 @@ def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
         raise CheckpointError(f"{path}: not a readable safetensors file (damaged header) - {REDOWNLOAD}") from None
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror}) - check the file's permissions") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: safetensors header is not a map of tensors - {REDOWNLOAD}")
     header.pop("__metadata__", None)
-    tensors, data_end = {}, 0
+    tensors, spans = {}, []
     for name, entry in header.items():
-        dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
-        expected = DTYPE_BYTES.get(dtype, 0) * int(torch.Size(shape).numel())
+        dtype, shape, begin, end = _header_entry(path, name, entry)
+        expected = DTYPE_BYTES[dtype] * math.prod(shape)
         if end - begin != expected:
             raise CheckpointError(f"{path}: tensor {name} has {end - begin} bytes for {dtype}{list(shape)} "
                                   f"- the file is damaged, {REDOWNLOAD}")
         tensors[name] = TensorInfo(dtype, shape)
-        data_end = max(data_end, end)
+        spans.append((begin, end, name))
+    data_end = 0
+    for begin, end, name in sorted(spans):
+        if begin != data_end:
+            what = "overlaps the tensor before it" if begin < data_end else "leaves a gap before it"
+            raise CheckpointError(f"{path}: tensor {name} {what} (offset {begin}, expected {data_end}) "
+                                  f"- the file is damaged, {REDOWNLOAD}")
+        data_end = end
     size, needed = path.stat().st_size, 8 + header_len + data_end
     if size != needed:
         state = "truncated" if size < needed else "longer than its header says"
         raise CheckpointError(f"{path}: file is {state} ({size} of {needed} bytes) - {REDOWNLOAD}")
     return tensors
+
+
+def _header_entry(path: Path, name: str, entry) -> tuple[str, tuple[int, ...], int, int]:
+    """(dtype, shape, begin, end) of one header entry, or CheckpointError saying what is wrong."""
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: tensor {name!r} {what} in the header - the file is damaged, {REDOWNLOAD}")
+
+    def whole(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    if not isinstance(entry, dict):
+        raise bad("is not a map")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in DTYPE_BYTES:
+        raise bad(f"has an unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(whole(v) for v in shape):
+        raise bad("has no shape of non-negative integers")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(whole(v) for v in offsets)
+            and offsets[0] <= offsets[1]):
+        raise bad("has no data_offsets [begin, end] with 0 <= begin <= end")
+    return dtype, tuple(shape), offsets[0], offsets[1]
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -123,17 +160,25 @@ def meta_dit(model_dir: Path) -> FlashTalkDiT:
 
 
 def validate_dit(model_dir: Path) -> dict:
-    """Check config, shard index, shard headers, keys, shapes and dtypes; return the full config."""
+    """Check config, shard index, shard headers, keys, shapes and dtypes; return the full config.
+
+    The headers are read before the model is built: a config.json asking for more blocks than the
+    shards hold (a damaged or foreign file) is refused at once instead of building a model that
+    takes minutes to describe.
+    """
     model_dir = Path(model_dir)
-    model = meta_dit(model_dir)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found: dict[str, TensorInfo] = {}
+    headers: dict[Path, dict[str, TensorInfo]] = {}
     for shard, indexed in dit_shard_files(model_dir).items():
-        header = read_safetensors_header(shard)
+        header = headers[shard] = read_safetensors_header(shard)
         if indexed and set(header) != indexed:
             stray = sorted(indexed ^ set(header))
             raise CheckpointError(f"{shard}: holds different tensors than {DIT_INDEX} says (e.g. {stray[0]}) "
                                   f"- {REDOWNLOAD}")
+    _check_config_blocks(model_dir, {name for header in headers.values() for name in header})
+    model = meta_dit(model_dir)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found: dict[str, TensorInfo] = {}
+    for shard, header in headers.items():
         for name, info in header.items():
             _check_dit_tensor(shard, name, info, expected)
         found.update(header)
@@ -142,6 +187,17 @@ def validate_dit(model_dir: Path) -> dict:
         raise CheckpointError(f"{model_dir}: {len(missing)} DiT tensors missing from the shards "
                               f"(e.g. {missing[0]}) - {REDOWNLOAD}")
     return dict(model.config)
+
+
+def _check_config_blocks(model_dir: Path, names: set[str]) -> None:
+    """config.json's num_layers must be the number of transformer blocks the shards hold."""
+    path = Path(model_dir) / DIT_CONFIG
+    layers = dit_config(model_dir).get("num_layers", FlashTalkDiT.official_config()["num_layers"])
+    held = {int(m.group(1)) for name in names if (m := re.match(r"blocks\.(\d+)\.", name))}
+    count = max(held) + 1 if held else 0
+    if not isinstance(layers, int) or isinstance(layers, bool) or layers != count:
+        raise CheckpointError(f"{path}: num_layers is {layers!r} but the weights hold {count} blocks "
+                              f"- config and weights are from different models, {REDOWNLOAD}")
 
 
 def _check_dit_tensor(shard: Path, name: str, info: TensorInfo, expected: dict[str, tuple[int, ...]]) -> None:
