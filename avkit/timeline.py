@@ -25,15 +25,9 @@ class Timeline:
     def samples_per_frame(self) -> int:
         return self.sample_rate // self.fps
 
-    def frame_start_sample(self, frame: int) -> int:
-        return frame * self.samples_per_frame
-
     def frames_covering(self, samples: int) -> int:
         """Frames needed so the video covers `samples` of audio (a partial frame counts)."""
         return -(-samples // self.samples_per_frame)
-
-    def frame_at_sample(self, sample: int) -> int:
-        return sample // self.samples_per_frame
 
     def seconds(self, samples: int) -> float:
         return samples / self.sample_rate

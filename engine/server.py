@@ -27,6 +27,7 @@ from avkit.timeline import Timeline
 from engine.backends import DEFAULT_BACKEND, create_backend
 from engine.backends.base import Backend, BackendOptions
 from engine.protocol.address import ipc_path, make_private_dir, token_path, write_token
+from engine.protocol.backend_names import BackendName
 from engine.protocol.codec import ProtocolError, decode, encode
 from engine.protocol.messages import (
     MAX_INBOUND_MESSAGE_BYTES,
@@ -198,7 +199,8 @@ class EngineServer:
         self._send(ident, Welcome(engine=f"flashtalk-engine/{os.getpid()}",
                                   backends=[self.backend.name], default_backend=self.backend.name,
                                   sample_rate=self.timeline.sample_rate, fps=self.timeline.fps,
-                                  gpus=self.config.backend_options.gpus if self.backend.name != "puppet" else 0))
+                                  gpus=self.config.backend_options.gpus
+                                  if self.backend.name != BackendName.PUPPET else 0))
 
     def _dispatch(self, ident: bytes, msg: Message) -> None:
         if isinstance(msg, Heartbeat):

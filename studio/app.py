@@ -2,6 +2,7 @@
 
 flashtalk-studio [--portrait IMG] [--audio-file AUDIO] [--backend B] [--model DIR]
                  [--engine ADDR] [--token-file F] [--record OUT.mp4] [--quit-when-done]
+flashtalk-studio --doctor [json]      the desktop's checks (studio.desktop_checks), no window
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from studio.engine_options import BACKENDS
+from studio.display import NO_DISPLAY_FIX, has_display
+from studio.engine_link.options import BACKENDS
 
 
 class UsageError(Exception):
@@ -29,6 +31,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quit-when-done", action="store_true",
                    help="exit (status 0) once the audio file has played and everything is written")
     p.add_argument("--settings", type=Path, help="use this INI file for settings instead of the user's")
+    p.add_argument("--doctor", nargs="?", const="text", choices=("text", "json"),
+                   help="check the microphone, virtual camera and microphone, text to speech and display "
+                        "here, say how to fix what is missing, and exit (json: for scripts)")
     args = p.parse_args(argv)
     _check_args(args)
     return args
@@ -49,7 +54,7 @@ def _apply_args(window, args: argparse.Namespace) -> None:
     """Preload what the command line (or the last run) asks for and start the engine."""
     from studio.outputs.recorder import Recorder
 
-    model, options = window.model, window.model.engine_options
+    model, options = window.model, window.model.link.options
     if args.backend:
         options.backend = args.backend
     if args.model:
@@ -62,7 +67,7 @@ def _apply_args(window, args: argparse.Namespace) -> None:
     if args.quit_when_done:
         model.mode = "file"
         model.quit_when_done = True
-    if args.record:
+    if args.record:  # kept to the end, even after a failure: its error decides the exit status
         model.outputs.add(Recorder(args.record))
     portrait = args.portrait or (Path(window.settings.last_portrait) if window.settings.last_portrait else None)
     if portrait is not None and not portrait.exists():
@@ -72,21 +77,21 @@ def _apply_args(window, args: argparse.Namespace) -> None:
     if portrait is not None and not model.set_portrait(portrait) and args.quit_when_done:
         raise ValueError(f"--portrait {portrait}: {model.portrait_problem}")
     if args.audio_file:
-        model.load_audio_file_now(args.audio_file)
-        model.select_source("file")
+        model.sources.load_file_now(args.audio_file)
+        model.sources.select("file")
         model.autoplay_file = True
     elif window.settings.last_audio_file and Path(window.settings.last_audio_file).exists():
-        model.load_audio_file(window.settings.last_audio_file)
-    window.start_engine(options)
+        model.sources.load_file(window.settings.last_audio_file)
+    model.link.start(options)
 
 
 def build(args: argparse.Namespace):
     """QApplication, theme, model and window (importable for tests)."""
     from PySide6.QtWidgets import QApplication
 
-    from studio.engine_client import EngineLink
+    from studio.engine_link.link import EngineLink
     from studio.main_window import MainWindow
-    from studio.session_model import SessionModel
+    from studio.session.session_model import SessionModel
     from studio.settings_store import load_settings, open_store
     from studio.theme import follow_os_theme
 
@@ -105,10 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"flashtalk-studio: {exc}", file=sys.stderr)
         return 2
-    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") \
-            and sys.platform.startswith("linux") and "QT_QPA_PLATFORM" not in os.environ:
-        print("flashtalk-studio: no display found: run it in a desktop session, or set "
-              "QT_QPA_PLATFORM=offscreen for a headless run", file=sys.stderr)
+    if args.doctor:
+        from studio.desktop_checks import run_doctor
+        return run_doctor(as_json=args.doctor == "json")
+    if not has_display() and "QT_QPA_PLATFORM" not in os.environ:
+        print(f"flashtalk-studio: no display found: {NO_DISPLAY_FIX}", file=sys.stderr)
         return 2
     app, window = build(args)
     exit_code = [0]

@@ -11,24 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from avkit.timeline import FPS, Timeline
-
-
-@dataclass
-class ReceivedChunk:
-    """One engine `Frames` message, decoded (on the engine worker thread)."""
-
-    first_frame: int
-    frames: np.ndarray  # [N, H, W, 3] uint8
-    audio: np.ndarray  # [N * spf] float32: the samples these frames present
-    capture_t0: float  # monotonic capture time of the first of those samples
-    idle: bool
-    timings: dict  # stage -> ms
-    received_t: float  # monotonic time the studio received it
-    sent_t: float  # the engine's monotonic time when it sent it (same host only)
-
-    @property
-    def end_frame(self) -> int:
-        return self.first_frame + len(self.frames)
+from studio.engine_link.received_chunk import ReceivedChunk
 
 
 @dataclass

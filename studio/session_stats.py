@@ -2,41 +2,39 @@
 from __future__ import annotations
 
 import math
-import re
 from collections import deque
 
-from studio.frame_schedule import ReceivedChunk
+from avkit.timeline import FPS
+from engine.protocol.stages import Stage, StageGroup, stage_group
+from studio.engine_link.received_chunk import ReceivedChunk
 from studio.metrics_ring import MetricsRing
 
 FRAME_CHANNELS = ("latency_s", "fps", "buffer_s", "dropped")
-STAGE_GROUPS = ("audio features", "denoise", "VAE", "post", "queue wait", "transport")
+STAGE_GROUPS = tuple(str(group) for group in StageGroup)  # the per-stage graph's lines, in legend order
 CHUNK_CHANNELS = ("compute_ms", "budget_ms", *STAGE_GROUPS)
-_DENOISE = re.compile(r"^(dit_step_\d+|denoise.*)$")
-_GROUP_OF = {"audio_features": "audio features", "features": "audio features",
-             "vae_decode": "VAE", "vae_encode": "VAE", "color_correction": "post", "render": "post",
-             "queue_wait": "queue wait"}
 
 
 def stage_breakdown(timings: dict) -> dict[str, float]:
-    """Engine stage timings (ms) summed into the graph's groups."""
+    """Engine stage timings (ms) summed into the graph's groups (engine.protocol.stages)."""
     out: dict[str, float] = {}
     for key, ms in timings.items():
-        group = "denoise" if _DENOISE.match(key) else _GROUP_OF.get(key)
+        group = stage_group(key)
         if group is not None:
-            out[group] = out.get(group, 0.0) + float(ms)
+            out[str(group)] = out.get(str(group), 0.0) + float(ms)
     return out
 
 
 def compute_ms(timings: dict) -> float:
-    if "chunk_total" in timings:
-        return float(timings["chunk_total"])
-    return sum(float(v) for k, v in timings.items() if k != "queue_wait")
+    """The engine's time for the chunk: the session's own total when it sent one."""
+    if Stage.CHUNK_TOTAL in timings:
+        return float(timings[Stage.CHUNK_TOTAL])
+    return sum(float(v) for v in timings.values())
 
 
 class SessionStats:
     """Fed by the session model; read by the graphs (rings) and the summary bar (summary())."""
 
-    def __init__(self, fps: int = 25, t0: float = 0.0):
+    def __init__(self, fps: int = FPS, t0: float = 0.0):
         self.fps = fps
         self.t0 = t0
         self.frames = MetricsRing(FRAME_CHANNELS, capacity=60 * fps)

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from PySide6.QtCore import QByteArray, QSettings
 
-from studio.engine_options import EngineOptions
+from studio.engine_link.options import EngineOptions
 
 
 @dataclass

@@ -4,11 +4,13 @@ from __future__ import annotations
 import dataclasses
 
 import msgpack
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.protocol import ProtocolError, decode, encode
+from engine.protocol import ProtocolError, decode, decode_frames, encode
+from engine.protocol.engine_state import WARMING_UP_LINE, is_warming_up, ready_address, ready_line
 from engine.protocol.messages import (
     ALL_MESSAGES,
     MAX_HEADER_BYTES,
@@ -20,6 +22,7 @@ from engine.protocol.messages import (
     settings_from_dict,
     settings_to_dict,
 )
+from engine.protocol.stages import Stage, StageGroup, dit_step, is_known_stage, stage_group
 
 
 @pytest.mark.parametrize("cls", ALL_MESSAGES, ids=lambda c: c.TYPE)
@@ -32,11 +35,42 @@ def test_every_message_round_trips_with_its_defaults(cls):
 
 def test_frames_carry_payloads_as_separate_parts():
     msg = Frames(session="s", chunk=3, first_frame=84, count=2, width=4, height=2,
-                 timings={"render": 1.5}, rgb=bytes(range(48)), audio=b"\0" * 5120)
+                 timings={Stage.WARP: 1.5, dit_step(0): 2.0}, rgb=bytes(range(48)), audio=b"\0" * 5120)
     parts = encode(msg)
     assert len(parts) == 3 and parts[1] == msg.rgb and parts[2] == msg.audio
     back = decode(parts)
-    assert back.rgb == msg.rgb and back.timings == {"render": 1.5} and back.first_frame == 84
+    assert back.rgb == msg.rgb and back.timings == {"warp": 1.5, "dit_step_0": 2.0} and back.first_frame == 84
+    assert stage_group(next(iter(back.timings))) is StageGroup.RENDER  # the name survives the wire typed
+
+
+def test_decode_frames_gives_the_frames_and_their_audio():
+    rgb = np.arange(2 * 3 * 4 * 3, dtype=np.uint8)
+    pcm = np.linspace(-1, 1, 2 * 640, dtype=np.float32)
+    msg = decode(encode(Frames(count=2, width=4, height=3, rgb=rgb.tobytes(), audio=pcm.tobytes())))
+    frames, audio = decode_frames(msg)
+    assert frames.shape == (2, 3, 4, 3) and frames.dtype == np.uint8
+    assert frames[1, 2, 3].tolist() == rgb.reshape(2, 3, 4, 3)[1, 2, 3].tolist()
+    assert audio.dtype == np.float32 and np.array_equal(audio, pcm)
+
+
+def test_decode_frames_refuses_buffers_that_do_not_match_the_header():
+    with pytest.raises(ProtocolError, match="36 bytes of RGB for 2 frames of 4x3"):
+        decode_frames(Frames(count=2, width=4, height=3, rgb=bytes(36)))
+    with pytest.raises(ProtocolError, match="no whole number of float32"):
+        decode_frames(Frames(count=1, width=1, height=1, rgb=bytes(3), audio=bytes(6)))
+
+
+def test_stage_groups_cover_every_per_chunk_stage():
+    grouped = {stage for stage in Stage if stage_group(stage) is not None}
+    assert grouped == set(Stage) - {Stage.CHUNK_TOTAL, Stage.TEXT_ENCODER, Stage.CLIP, Stage.VAE_COND}
+    assert stage_group(dit_step(11)) is StageGroup.DENOISE and stage_group("dit_step_x") is None
+    assert stage_group("queue_wait") is None and not is_known_stage("render")
+
+
+def test_ready_and_warming_up_lines():
+    assert ready_address(ready_line("ipc:///run/e.sock")) == "ipc:///run/e.sock"
+    assert ready_address("ready") is None and ready_address("already running") is None
+    assert is_warming_up(WARMING_UP_LINE) and not is_warming_up("warm-up: 3.0 s")
 
 
 def test_wrong_field_type_is_rejected_with_one_line():

@@ -4,16 +4,17 @@ from __future__ import annotations
 import importlib
 
 from engine.backends.base import Backend, BackendOptions, BackendUnavailable
+from engine.protocol.backend_names import DEFAULT_BACKEND, BackendName
 
 _REGISTRY = {
-    "puppet": ("engine.backends.puppet", "PuppetBackend"),
-    "flashtalk": ("engine.backends.flashtalk", "FlashTalkBackend"),
+    BackendName.PUPPET: ("engine.backends.puppet", "PuppetBackend"),
+    BackendName.FLASHTALK: ("engine.backends.flashtalk", "FlashTalkBackend"),
 }
-DEFAULT_BACKEND = "puppet"
+__all__ = ["DEFAULT_BACKEND", "backend_names", "create_backend"]
 
 
 def backend_names() -> list[str]:
-    return list(_REGISTRY)
+    return [str(name) for name in _REGISTRY]  # plain strings: argparse shows choices with repr()
 
 
 def create_backend(name: str, options: BackendOptions | None = None) -> Backend:

@@ -40,6 +40,7 @@ from engine.flashtalk.pipeline.models import T5_TOKENIZER, FlashTalkModels
 from engine.flashtalk.pipeline.settings import StreamSettings
 from engine.flashtalk.pipeline.streaming import StreamingPipeline, StreamState
 from engine.flashtalk.weights import CheckpointError, validate_model_dir
+from engine.protocol.backend_names import BackendName
 from engine.protocol.messages import SessionSettings
 
 WAV2VEC_FOLDER = "chinese-wav2vec2-base"
@@ -142,7 +143,7 @@ def _check_precision(precision: str, device: torch.device) -> None:
 
 
 class FlashTalkBackend(Backend):
-    name = "flashtalk"
+    name = BackendName.FLASHTALK
 
     def __init__(self, options: BackendOptions):
         self.options = options

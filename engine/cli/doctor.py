@@ -1,7 +1,9 @@
 """`flashtalk doctor`: one screen that says whether the chosen setup can run here, and how to fix it.
 
 Exit code 0: the chosen backend can run on this machine (warnings allowed); 1: at least one
-problem stops it. `--json` prints the same result for scripts and the studio.
+problem stops it. `--json` prints the same result for scripts. The desktop's parts (microphone,
+virtual camera and microphone, text to speech, display) are the studio's: the report ends by
+pointing at `flashtalk-studio --doctor`, which checks them with the studio's own probes.
 """
 from __future__ import annotations
 
@@ -12,10 +14,8 @@ from pathlib import Path
 
 from engine.backends import DEFAULT_BACKEND, backend_names
 from engine.cli.common import UserError
-from engine.cli.doctor_checks import PROBLEM, WARNING, CheckResult, DoctorSetup, run_checks
-
-NAME_WIDTH = 15
-STATUS_WIDTH = 8
+from engine.cli.doctor_checks import DESKTOP_DOCTOR, DoctorSetup, run_checks
+from engine.protocol.doctor_report import PROBLEM, WARNING, CheckResult, check_lines
 
 
 def add_parser(sub) -> None:
@@ -43,18 +43,15 @@ def run(args: argparse.Namespace) -> int:
     can_run = not any(r.status == PROBLEM for r in results)
     if args.json:
         print(json.dumps({"backend": setup.backend, "can_run": can_run,
-                          "checks": [asdict(r) for r in results]}, indent=2))
+                          "checks": [asdict(r) for r in results], "desktop_checks": DESKTOP_DOCTOR}, indent=2))
     else:
         print(format_report(setup, results, can_run))
     return 0 if can_run else 1
 
 
 def format_report(setup: DoctorSetup, results: list[CheckResult], can_run: bool) -> str:
-    lines = [f"flashtalk doctor: can the {setup.backend} backend run here?", ""]
-    for r in results:
-        lines.append(f"  {r.status:<{STATUS_WIDTH}} {r.name:<{NAME_WIDTH}} {r.detail}")
-        if r.fix and r.status != "ok":
-            lines.append(f"  {'':<{STATUS_WIDTH}} {'':<{NAME_WIDTH}} fix: {r.fix}")
+    lines = [f"flashtalk doctor: can the {setup.backend} backend run here?", "", *check_lines(results)]
+    lines.append(f"  microphone, virtual camera and microphone, text to speech, display: {DESKTOP_DOCTOR}")
     problems = sum(r.status == PROBLEM for r in results)
     warnings = sum(r.status == WARNING for r in results)
     lines.append("")

@@ -1,9 +1,10 @@
 """The checks behind `flashtalk doctor`: each looks at one thing and says ok, warning or problem.
 
-Optional packages (torch, sounddevice, pyvirtualcam, the flashtalk weights code) are probed with
-importlib.util.find_spec and imported only inside the check that needs them, so the doctor runs on
-a bare install and explains what is missing instead of crashing on it. Only a "problem" stops the
-chosen setup from running; warnings concern optional parts (microphone, virtual camera, display).
+Optional packages (torch, the flashtalk weights code) are probed with importlib.util.find_spec and
+imported only inside the check that needs them, so the doctor runs on a bare install and explains
+what is missing instead of crashing on it. Only a "problem" stops the chosen setup from running.
+These are the engine's checks (the machine that generates); the desktop's (microphone, virtual
+camera and microphone, text to speech, display) are the studio's: `flashtalk-studio --doctor`.
 """
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-OK, WARNING, PROBLEM = "ok", "warning", "problem"
+from engine.protocol.backend_names import DEFAULT_BACKEND, BackendName
+from engine.protocol.doctor_report import OK, PROBLEM, WARNING, CheckResult
+from engine.protocol.engine_options import DEFAULT_GPUS, DEFAULT_PRECISION, Precision
+
 MIN_PYTHON = (3, 11)
 GIB = 1024 ** 3
 WORKING_MEMORY_FRACTION = 0.25  # activations, caches and allocator slack on top of the weights
@@ -28,36 +32,29 @@ INSTALL_FLASHTALK = "pip install 'flashtalk-studio[flashtalk]'"
 DOWNLOAD_MODELS = ("flashtalk models download ~/models   "
                    "(then pass --model ~/models/SoulX-FlashTalk-14B)")
 BACKEND_PACKAGES = {
-    "puppet": ["numpy", "cv2", "dlib", "face_recognition_models", "av", "zmq", "msgpack"],
-    "flashtalk": ["numpy", "av", "zmq", "msgpack", "torch", "diffusers", "transformers",
-                  "safetensors"],
+    BackendName.PUPPET: ["numpy", "cv2", "dlib", "face_recognition_models", "av", "zmq", "msgpack"],
+    BackendName.FLASHTALK: ["numpy", "av", "zmq", "msgpack", "torch", "diffusers", "transformers",
+                            "safetensors"],
 }
-BACKEND_MODULES = {"puppet": "engine.backends.puppet", "flashtalk": "engine.backends.flashtalk"}
-
-
-@dataclass
-class CheckResult:
-    name: str
-    status: str  # OK | WARNING | PROBLEM
-    detail: str
-    fix: str = ""  # the one command (or step) that fixes it; empty when nothing needs fixing
+BACKEND_MODULES = {BackendName.PUPPET: "engine.backends.puppet", BackendName.FLASHTALK: "engine.backends.flashtalk"}
+DESKTOP_DOCTOR = "flashtalk-studio --doctor"  # the microphone, virtual camera/microphone, speech, display
 
 
 @dataclass
 class DoctorSetup:
     """The setup the user wants to run (mirrors the serve/render backend options)."""
 
-    backend: str = "puppet"
+    backend: str = DEFAULT_BACKEND
     model_dir: Path | None = None
     wav2vec_dir: Path | None = None
-    gpus: int = 1
+    gpus: int = DEFAULT_GPUS
     device: str | None = None
-    precision: str = "bf16"
+    precision: str = DEFAULT_PRECISION
     offload: bool = False
 
     @property
     def on_gpu(self) -> bool:
-        return self.backend == "flashtalk" and not (self.device or "").startswith("cpu")
+        return self.backend == BackendName.FLASHTALK and not (self.device or "").startswith("cpu")
 
     @property
     def wav2vec(self) -> Path | None:
@@ -176,7 +173,7 @@ def _os_release_name() -> str:
 def check_backend_packages(setup: DoctorSetup) -> CheckResult:
     """The Python packages and the backend module the chosen backend imports."""
     missing = [m for m in BACKEND_PACKAGES[setup.backend] if importlib.util.find_spec(m) is None]
-    fix = INSTALL_FLASHTALK if setup.backend == "flashtalk" else "pip install flashtalk-studio"
+    fix = INSTALL_FLASHTALK if setup.backend == BackendName.FLASHTALK else "pip install flashtalk-studio"
     if missing:
         return CheckResult("packages", PROBLEM, f"the {setup.backend} backend needs "
                            f"{', '.join(missing)}, not installed", fix)
@@ -193,7 +190,7 @@ def check_gpus(setup: DoctorSetup, gpu: GpuReport) -> CheckResult:
     names = "; ".join(f"{c.index}: {c.name} {c.total_gib:.0f} GiB" for c in gpu.cards)
     driver = f", driver {gpu.driver}" if gpu.driver else ""
     if not setup.on_gpu:
-        why = ("not needed by the puppet backend" if setup.backend == "puppet"
+        why = ("not needed by the puppet backend" if setup.backend == BackendName.PUPPET
                else f"not used (--device {setup.device}); only tiny test checkpoints are practical")
         return CheckResult("gpu", OK, f"{names + driver if gpu.cards else 'none found'} ({why})")
     if not gpu.cards:
@@ -210,11 +207,11 @@ def check_gpus(setup: DoctorSetup, gpu: GpuReport) -> CheckResult:
 
 def check_torch(setup: DoctorSetup, gpu: GpuReport) -> CheckResult:
     if gpu.torch_error:
-        return CheckResult("torch", PROBLEM if setup.backend == "flashtalk" else WARNING,
+        return CheckResult("torch", PROBLEM if setup.backend == BackendName.FLASHTALK else WARNING,
                            f"torch is installed but does not import: {gpu.torch_error}",
                            "pip install --force-reinstall torch")
     if gpu.torch_version is None:
-        if setup.backend == "flashtalk":
+        if setup.backend == BackendName.FLASHTALK:
             return CheckResult("torch", PROBLEM, "torch is not installed (the flashtalk backend "
                                "needs it)", INSTALL_FLASHTALK)
         return CheckResult("torch", OK, "not installed (not needed by the puppet backend)")
@@ -236,9 +233,9 @@ def required_gpu_gib(setup: DoctorSetup) -> float:
     on the card.
     """
     sizes = _weight_sizes_gib(setup) or {k: v * 1e9 / GIB for k, v in OFFICIAL_WEIGHT_GB.items()}
-    if setup.precision == "fp8":
+    if setup.precision == Precision.FP8:
         sizes["dit"] = sizes["dit"] / 2
-    elif setup.precision == "fp32":
+    elif setup.precision == Precision.FP32:
         sizes["dit"] = sizes["dit"] * 2
     resident = sizes["dit"] + sizes["vae"] if setup.offload else sum(sizes.values())
     return resident + max(MIN_WORKING_GIB, WORKING_MEMORY_FRACTION * resident)
@@ -278,7 +275,7 @@ def check_gpu_memory(setup: DoctorSetup, gpu: GpuReport) -> CheckResult:
 
 
 def check_models(setup: DoctorSetup) -> CheckResult:
-    if setup.backend != "flashtalk":
+    if setup.backend != BackendName.FLASHTALK:
         return CheckResult("models", OK, "none needed (the puppet backend ships its face model)")
     if setup.model_dir is None:
         return CheckResult("models", PROBLEM, "no --model folder: the flashtalk backend needs the "
@@ -295,138 +292,7 @@ def check_models(setup: DoctorSetup) -> CheckResult:
     return CheckResult("models", OK, f"{setup.model_dir} and {setup.wav2vec} match the official layout")
 
 
-def check_audio() -> CheckResult:
-    if importlib.util.find_spec("sounddevice") is None:
-        return CheckResult("audio", WARNING, "sounddevice is not installed: no microphone input",
-                           "pip install sounddevice")
-    try:
-        import sounddevice  # loads PortAudio, which may be missing
-        devices = list(sounddevice.query_devices())
-    except OSError as exc:
-        return CheckResult("audio", WARNING, f"PortAudio is missing ({exc}): no microphone input",
-                           _portaudio_fix())
-    inputs = [d["name"] for d in devices if d.get("max_input_channels", 0) > 0]
-    outputs = [d["name"] for d in devices if d.get("max_output_channels", 0) > 0]
-    if not inputs and not outputs:
-        return CheckResult("audio", WARNING, "no microphone or speaker found: the studio can still "
-                           "drive the avatar from audio files and text-to-speech",
-                           _no_audio_fix())
-    detail = f"{len(inputs)} input(s), {len(outputs)} output(s)"
-    if not inputs:
-        return CheckResult("audio", WARNING, detail + ": no microphone, live speech won't work",
-                           _no_audio_fix())
-    return CheckResult("audio", OK, f"{detail}; first input: {inputs[0]}")
-
-
-def _portaudio_fix() -> str:
-    if sys.platform == "linux":
-        return "sudo apt install libportaudio2   (Fedora: sudo dnf install portaudio)"
-    return "pip install --force-reinstall sounddevice   (its wheel bundles PortAudio)"
-
-
-def _no_audio_fix() -> str:
-    if sys.platform == "linux":
-        return "plug in a headset, or start the sound server: pulseaudio --start (or systemctl --user start pipewire)"
-    return "plug in a microphone and allow microphone access for Python in the system settings"
-
-
-# Device names the usual virtual audio cables give their playback side.
-VIRTUAL_CABLE_NAMES = {"win32": ("CABLE Input",), "darwin": ("BlackHole",)}
-
-
-def check_virtual_microphone() -> CheckResult:
-    """Is there a device the avatar's voice can play into and a call app can use as microphone?"""
-    name = "virtual microphone"
-    if sys.platform != "linux":
-        try:
-            import sounddevice
-            outputs = [d["name"] for d in sounddevice.query_devices() if d.get("max_output_channels", 0) > 0]
-        except (ImportError, OSError):
-            outputs = []
-        found = [o for o in outputs if any(c in o for c in VIRTUAL_CABLE_NAMES.get(sys.platform, ()))]
-        if found:
-            return CheckResult(name, OK, f"{found[0]}: pick it under Voice to in the studio")
-        return CheckResult(name, WARNING, "no virtual audio cable: a call hears your real microphone, "
-                           "ahead of the avatar's lips", virtual_microphone_fix())
-    if shutil.which("pactl") is None:
-        return CheckResult(name, WARNING, "pactl not found: cannot list or create a virtual microphone",
-                           "sudo apt install pulseaudio-utils")
-    try:
-        listing = subprocess.run(["pactl", "list", "short", "modules"], capture_output=True, text=True,
-                                 timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return CheckResult(name, WARNING, "no PulseAudio/PipeWire sound server answers",
-                           "start it: pulseaudio --start (or systemctl --user start pipewire-pulse)")
-    sinks = [arg.split("=", 1)[1] for line in listing.splitlines() if "\tmodule-null-sink\t" in line
-             for arg in line.split("\t", 2)[2].split() if arg.startswith("sink_name=")]
-    if sinks:
-        return CheckResult(name, OK, f"null sink {sinks[0]}: studio Voice to -> {sinks[0]}, call "
-                           f"microphone -> its monitor (docs/troubleshooting.md)")
-    return CheckResult(name, WARNING, "no null sink: a call hears your real microphone, ahead of the "
-                       "avatar's lips", virtual_microphone_fix())
-
-
-def virtual_microphone_fix(platform_name: str = sys.platform) -> str:
-    if platform_name == "linux":
-        return ("pactl load-module module-null-sink sink_name=flashtalk_mic "
-                "sink_properties=device.description=FlashTalk-Speaker   (then restart the studio; "
-                "docs/troubleshooting.md adds a browser-visible microphone)")
-    if platform_name == "darwin":
-        return "brew install blackhole-2ch, then Voice to -> BlackHole 2ch and call microphone -> BlackHole 2ch"
-    return "install VB-Audio Virtual Cable, then Voice to -> CABLE Input and call microphone -> CABLE Output"
-
-
-SYSTEM_CAMERA_BACKEND = {"linux": "v4l2loopback", "win32": "obs", "darwin": "obs"}
-
-def check_virtual_camera() -> CheckResult:
-    if importlib.util.find_spec("pyvirtualcam") is None:
-        return CheckResult("virtual camera", WARNING, "pyvirtualcam is not installed",
-                           "pip install pyvirtualcam")
-    import pyvirtualcam
-    try:
-        # The platform's own backend, never one registered in-process (tests register fakes).
-        backend = SYSTEM_CAMERA_BACKEND.get(sys.platform)
-        with pyvirtualcam.Camera(width=64, height=64, fps=25, backend=backend) as cam:
-            device = cam.device
-    except RuntimeError as exc:
-        reason = str(exc).splitlines()[0].split(". ")[0]
-        return CheckResult("virtual camera", WARNING, f"none available ({reason}); Zoom/Teams won't "
-                           "see the avatar, preview and recording still work", virtual_camera_fix())
-    return CheckResult("virtual camera", OK, f"{device} opens")
-
-
-def virtual_camera_fix(platform_name: str = sys.platform) -> str:
-    if platform_name == "linux":
-        return ('sudo apt install v4l2loopback-dkms && sudo modprobe v4l2loopback exclusive_caps=1 '
-                'card_label="FlashTalk"')
-    return "install OBS Studio (obsproject.com) and click Start Virtual Camera once"
-
-
-def check_espeak() -> CheckResult:
-    path = shutil.which("espeak-ng")
-    if path is None:
-        fix = {"linux": "sudo apt install espeak-ng", "darwin": "brew install espeak-ng"}.get(
-            sys.platform, "install espeak-ng from github.com/espeak-ng/espeak-ng/releases")
-        return CheckResult("espeak-ng", WARNING, "not found: no text-to-speech input", fix)
-    version = _run([path, "--version"]).split(" Data at")[0].strip()
-    return CheckResult("espeak-ng", OK, version or path)
-
-
-def check_display() -> CheckResult:
-    if sys.platform != "linux":
-        return CheckResult("display", OK, "desktop session")
-    shown = [f"{k}={os.environ[k]}" for k in ("WAYLAND_DISPLAY", "DISPLAY") if os.environ.get(k)]
-    if shown:
-        return CheckResult("display", OK, ", ".join(shown))
-    return CheckResult("display", WARNING, "no DISPLAY or WAYLAND_DISPLAY: the studio window cannot "
-                       "open here; `flashtalk render` and `flashtalk serve` work without one",
-                       "run the studio from a desktop session, or over ssh -X; headless tests: "
-                       "QT_QPA_PLATFORM=offscreen")
-
-
 def run_checks(setup: DoctorSetup) -> list[CheckResult]:
     gpu = probe_gpus()
     return [check_python(), check_os(), check_backend_packages(setup), check_gpus(setup, gpu),
-            check_torch(setup, gpu), check_gpu_memory(setup, gpu), check_models(setup),
-            check_audio(), check_virtual_microphone(), check_virtual_camera(), check_espeak(),
-            check_display()]
+            check_torch(setup, gpu), check_gpu_memory(setup, gpu), check_models(setup)]

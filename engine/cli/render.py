@@ -26,6 +26,7 @@ from avkit.timeline import Timeline
 from engine.backends.base import BackendError
 from engine.cli.common import UserError, add_backend_options, backend_options, parse_size
 from engine.protocol.client import EngineClient, EngineError
+from engine.protocol.frame_decoding import decode_frames
 from engine.protocol.messages import Error, Event, Frames, Metrics, SessionSettings
 from engine.server import EngineServer, ServerConfig
 
@@ -165,9 +166,9 @@ def _stream(address: str, portrait: bytes, audio: np.ndarray, settings: SessionS
                         client.end_audio()
                 msg = client.recv(0.2)
                 if isinstance(msg, Frames):
-                    frames = np.frombuffer(msg.rgb, np.uint8).reshape(msg.count, msg.height, msg.width, 3)
+                    frames, shown_audio = decode_frames(msg)
                     writer.write_frames(frames)
-                    writer.write_audio(np.frombuffer(msg.audio, np.float32))
+                    writer.write_audio(shown_audio)
                     received += msg.count
                     bar.update(msg.count)
                     chunks.append({"chunk": msg.chunk, "frames": msg.count, **msg.timings})

@@ -15,6 +15,8 @@ from engine.backends.base import BackendError
 from engine.cli.common import UserError, add_backend_options, backend_options
 from engine.cli.parent_watch import watch_parent
 from engine.protocol.address import default_address
+from engine.protocol.backend_names import BackendName
+from engine.protocol.engine_state import WARMING_UP_LINE, ready_line
 from engine.server import EngineServer, EngineServerError, ServerConfig
 
 
@@ -37,7 +39,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     ranked = False
-    if args.backend == "flashtalk":  # torch is imported only for this backend
+    if args.backend == BackendName.FLASHTALK:  # torch is imported only for this backend
         from engine.backends.flashtalk_ranks import relaunch_under_torchrun
         from engine.flashtalk.parallel.process_group import launched_by_torchrun
         ranked = launched_by_torchrun()
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: _stop(server, ranked))
-    print(f"ready {address}", flush=True)
+    print(ready_line(address), flush=True)
     server.serve_forever()
     return 0
 
@@ -75,7 +77,7 @@ def _warm_up(server: EngineServer, ranked: bool) -> bool:
         raise _StopDuringWarmUp
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, interrupt)
-    print("warming up (two silent chunks)", file=sys.stderr, flush=True)
+    print(WARMING_UP_LINE, file=sys.stderr, flush=True)
     try:
         seconds = server.backend.warm_up()
     except _StopDuringWarmUp:

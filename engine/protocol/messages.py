@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from avkit.timeline import FPS, SAMPLE_RATE
+
 PROTOCOL_VERSION = 1
 
 # Upper bounds a peer enforces before decoding anything (bytes).
@@ -74,7 +76,7 @@ class Audio(Message):
     TYPE: ClassVar[str] = "audio"
     BLOBS: ClassVar[tuple[str, ...]] = ("pcm",)
     capture_t: float = 0.0
-    sample_rate: int = 16_000
+    sample_rate: int = SAMPLE_RATE
     channels: int = 1
     pcm: bytes = b""
 
@@ -105,8 +107,8 @@ class Welcome(Message):
     engine: str = ""
     backends: list = field(default_factory=list)
     default_backend: str = ""
-    sample_rate: int = 16_000
-    fps: int = 25
+    sample_rate: int = SAMPLE_RATE
+    fps: int = FPS
     gpus: int = 0
 
 
@@ -116,8 +118,8 @@ class SessionOpened(Message):
     backend: str = ""
     width: int = 0
     height: int = 0
-    fps: int = 25
-    sample_rate: int = 16_000
+    fps: int = FPS
+    sample_rate: int = SAMPLE_RATE
     chunk_frames: int = 0
     prepare_ms: float = 0.0
     face_box: list = field(default_factory=list)  # [x0, y0, x1, y1] in portrait pixels, or []

@@ -12,6 +12,7 @@ import time
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 
@@ -19,7 +20,15 @@ from avkit.resample import StreamResampler
 from avkit.timeline import Timeline
 from engine.backends.base import AvatarStream, Backend, BackendError, OutOfMemory
 from engine.protocol.messages import SessionSettings
+from engine.protocol.stages import Stage
 from engine.session.audio_ring import AudioRing
+
+
+class SessionState(Enum):
+    PREPARING = "preparing"  # the backend opens its stream (portrait, encoders)
+    RUNNING = "running"  # chunks are made as audio comes (or idle ones in silence)
+    DRAINING = "draining"  # the client ended its audio: what is left becomes the last chunks
+    ENDED = "ended"  # no more chunks (done, closed, or failed: see `error`)
 
 
 @dataclass
@@ -67,7 +76,7 @@ class _Closing(Exception):
 
 
 class LiveSession:
-    """States: preparing -> running -> (draining) -> ended. Thread-safe for the server thread."""
+    """`state`: preparing -> running -> (draining) -> ended (SessionState). Thread-safe for the server thread."""
 
     def __init__(self, session_id: str, backend: Backend, portrait: np.ndarray,
                  settings: SessionSettings, timeline: Timeline = Timeline(),
@@ -87,7 +96,7 @@ class LiveSession:
         self._resamplers: dict[tuple[int, int], StreamResampler] = {}
         self._outbox: deque[ChunkOut] = deque()
         self._outbox_count = 0
-        self._ended_input = False
+        self.state = SessionState.PREPARING
         self._closing = False
         self.ready = threading.Event()
         self.finished = threading.Event()
@@ -110,7 +119,7 @@ class LiveSession:
         if held:
             mono = np.concatenate([*held, mono])
         with self._cond:
-            if self._ended_input or self._closing:
+            if self.state in (SessionState.DRAINING, SessionState.ENDED) or self._closing:
                 return
             limit = self.limits.file_backlog_s * self.timeline.sample_rate
             if self.backlog_samples() + mono.size > limit:
@@ -124,7 +133,8 @@ class LiveSession:
         with self._cond:
             for res in self._resamplers.values():
                 self._ring.append(res.flush())
-            self._ended_input = True
+            if self.state in (SessionState.PREPARING, SessionState.RUNNING):
+                self.state = SessionState.DRAINING
             self._cond.notify_all()
 
     def close(self, wait: float | None = 5.0) -> None:
@@ -166,6 +176,9 @@ class LiveSession:
             self.stream.prepare_ms = self.stream.prepare_ms or (time.perf_counter() - t0) * 1e3
             self._portrait = None
             self._last_audio_wall = time.monotonic()
+            with self._cond:
+                if self.state is SessionState.PREPARING:  # not DRAINING: the audio may have ended already
+                    self.state = SessionState.RUNNING
             self.ready.set()
             while self._step():
                 pass
@@ -184,6 +197,8 @@ class LiveSession:
         finally:
             if self.stream is not None:
                 self.stream.close()
+            with self._cond:
+                self.state = SessionState.ENDED
             self.ready.set()
             self.finished.set()
 
@@ -210,7 +225,7 @@ class LiveSession:
                 if self._ring.total >= end:
                     idle, count = False, n
                     break
-                if self._ended_input:
+                if self.state is SessionState.DRAINING:
                     count = self.timeline.frames_covering(self._ring.total) - self._next_frame
                     if count <= 0:
                         return False
@@ -231,7 +246,7 @@ class LiveSession:
         elapsed = time.perf_counter() - t0
         frames = result.frames[:count]
         timings = dict(result.timings)
-        timings["chunk_total"] = elapsed * 1e3
+        timings[Stage.CHUNK_TOTAL] = elapsed * 1e3
         with self._cond:
             self._next_frame = first + n
             self.stats.chunks += 1
@@ -242,7 +257,7 @@ class LiveSession:
                                          idle, timings))
             self._outbox_count += len(frames)
             self._trim_outbox()
-            return count == n or not self._ended_input
+            return count == n or self.state is not SessionState.DRAINING
 
     def _idle_due(self) -> bool:
         if self.settings.mode != "live":

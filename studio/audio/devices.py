@@ -11,23 +11,47 @@ class SoundDevice:
     default_rate: float
 
 
-def _devices(kind: str) -> list[SoundDevice]:
+class SoundSystemUnavailable(RuntimeError):
+    """No device can be listed: sounddevice is not installed, or its PortAudio library is missing
+    or failed to start. str() is one line; `package_missing` tells the first case apart."""
+
+    def __init__(self, message: str, package_missing: bool = False):
+        super().__init__(message)
+        self.package_missing = package_missing
+
+
+def sound_devices() -> tuple[list[SoundDevice], list[SoundDevice]]:
+    """(inputs, outputs); raises SoundSystemUnavailable."""
     try:
         import sounddevice as sd
+    except ImportError:
+        raise SoundSystemUnavailable("sounddevice is not installed", package_missing=True) from None
+    except OSError as exc:  # the package is there, PortAudio is not
+        raise SoundSystemUnavailable(f"PortAudio is missing ({exc})") from None
+    try:
         found = sd.query_devices()
-    except (OSError, ImportError):  # no PortAudio library, or it failed to initialise
-        return []
-    key = "max_input_channels" if kind == "input" else "max_output_channels"
-    return [SoundDevice(i, d["name"], float(d["default_samplerate"]))
-            for i, d in enumerate(found) if d[key] > 0]
+    except OSError as exc:
+        raise SoundSystemUnavailable(f"PortAudio failed to start ({exc})") from None
+    inputs = [SoundDevice(i, d["name"], float(d["default_samplerate"])) for i, d in enumerate(found)
+              if d["max_input_channels"] > 0]
+    outputs = [SoundDevice(i, d["name"], float(d["default_samplerate"])) for i, d in enumerate(found)
+               if d["max_output_channels"] > 0]
+    return inputs, outputs
 
 
 def input_devices() -> list[SoundDevice]:
-    return _devices("input")
+    """The microphones; none when the sound system is unavailable."""
+    try:
+        return sound_devices()[0]
+    except SoundSystemUnavailable:
+        return []
 
 
 def output_devices() -> list[SoundDevice]:
-    return _devices("output")
+    try:
+        return sound_devices()[1]
+    except SoundSystemUnavailable:
+        return []
 
 
 def find_device(name: str | None, devices: list[SoundDevice]) -> SoundDevice | None:

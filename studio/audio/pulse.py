@@ -46,14 +46,29 @@ class PulseSink:
         return f"{self.description} (PulseAudio sink)"
 
 
+class PulseUnavailable(RuntimeError):
+    """Nothing can be listed: `pactl` is not installed (`no_pactl`), or no sound server answers it."""
+
+    def __init__(self, message: str, no_pactl: bool = False):
+        super().__init__(message)
+        self.no_pactl = no_pactl
+
+
+def _pactl(*args: str, timeout_s: float = LIST_TIMEOUT_S) -> str:
+    if shutil.which("pactl") is None:
+        raise PulseUnavailable("pactl not found", no_pactl=True)
+    try:
+        return subprocess.run(["pactl", *args], capture_output=True, text=True, timeout=timeout_s, check=True,
+                              env=_c_locale()).stdout
+    except (OSError, subprocess.SubprocessError):
+        raise PulseUnavailable("no PulseAudio/PipeWire sound server answers") from None
+
+
 def pulse_sinks() -> list[PulseSink]:
     """The PulseAudio/PipeWire sinks (empty when there is no server or no `pactl`)."""
-    if shutil.which("pactl") is None:
-        return []
     try:
-        listing = subprocess.run(["pactl", "list", "sinks"], capture_output=True, text=True,
-                                 timeout=LIST_TIMEOUT_S, check=True, env=_c_locale()).stdout
-    except (OSError, subprocess.SubprocessError):
+        listing = _pactl("list", "sinks")
+    except PulseUnavailable:
         return []
     sinks, fields = [], {}
     for line in listing.splitlines() + ["Sink #end"]:
@@ -67,6 +82,14 @@ def pulse_sinks() -> list[PulseSink]:
         if key in ("Name", "Description", "Monitor Source"):
             fields[{"Name": "name", "Description": "description", "Monitor Source": "monitor"}[key]] = value
     return sinks
+
+
+def null_sink_names(timeout_s: float = LIST_TIMEOUT_S) -> list[str]:
+    """Sinks made by module-null-sink: the playback side of a virtual microphone (their monitor is
+    what a call app records). Raises PulseUnavailable."""
+    listing = _pactl("list", "short", "modules", timeout_s=timeout_s)
+    return [arg.split("=", 1)[1] for line in listing.splitlines() if "\tmodule-null-sink\t" in line
+            for arg in line.split("\t", 2)[2].split() if arg.startswith("sink_name=")]
 
 
 def call_microphone_hint(sink_name: str, sinks: list[PulseSink] | None = None) -> str:

@@ -20,14 +20,17 @@ def espeak_binary() -> str | None:
     return shutil.which("espeak-ng") or shutil.which("espeak")
 
 
+def install_command(platform: str = sys.platform) -> str:
+    """How to install espeak-ng on `platform`."""
+    if platform == "darwin":
+        return "brew install espeak-ng"
+    if platform == "win32":
+        return "install espeak-ng from https://github.com/espeak-ng/espeak-ng/releases and add it to PATH"
+    return "sudo apt install espeak-ng (Debian/Ubuntu) or sudo dnf install espeak-ng (Fedora)"
+
+
 def install_hint() -> str:
-    if sys.platform == "darwin":
-        how = "brew install espeak-ng"
-    elif sys.platform == "win32":
-        how = "install espeak-ng from https://github.com/espeak-ng/espeak-ng/releases and add it to PATH"
-    else:
-        how = "sudo apt install espeak-ng (Debian/Ubuntu) or sudo dnf install espeak-ng (Fedora)"
-    return f"Text-to-speech needs espeak-ng, which is not installed: {how}, then restart the studio."
+    return f"Text-to-speech needs espeak-ng, which is not installed: {install_command()}, then restart the studio."
 
 
 def synthesize(text: str, voice: str = "en", words_per_minute: int = 160):

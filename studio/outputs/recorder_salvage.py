@@ -12,6 +12,8 @@ from pathlib import Path
 
 import av
 
+from avkit.timeline import FPS
+
 
 def cut_after_last_fragment(path: str | Path) -> bool:
     """Truncate `path` after its last whole moof+mdat pair; False when it has none (nothing kept)."""
@@ -49,7 +51,7 @@ def video_seconds(path: str | Path) -> float:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             packets = sum(1 for p in container.demux(stream) if p.size)
-            rate = float(stream.average_rate or stream.guessed_rate or 25)
+            rate = float(stream.average_rate or stream.guessed_rate or FPS)
     except (av.FFmpegError, OSError, ValueError, IndexError):
         return 0.0
     return packets / rate

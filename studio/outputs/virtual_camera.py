@@ -24,10 +24,19 @@ LINUX_HINT = ('load the v4l2loopback kernel module: sudo modprobe v4l2loopback e
               'then turn the virtual camera on again')
 OBS_HINT = ('install OBS Studio (https://obsproject.com), start its Virtual Camera once '
             '(Start Virtual Camera, then stop it and quit OBS), then turn the virtual camera on again')
+SYSTEM_BACKEND = {"linux": "v4l2loopback", "win32": "obs", "darwin": "obs"}  # pyvirtualcam's, per OS
 
 
 class VirtualCameraUnavailable(RuntimeError):
-    """No virtual camera device could be opened; the message says how to get one (one line)."""
+    """No virtual camera device could be opened; the message says why and how to get one (one line).
+
+    `reason` (what the device layer said) and `hint` (what to do) are also kept apart: the doctor
+    prints them as its detail and fix lines."""
+
+    def __init__(self, message: str, reason: str = "", hint: str = ""):
+        super().__init__(message)
+        self.reason = reason or message
+        self.hint = hint
 
 
 @dataclass(frozen=True)
@@ -58,7 +67,8 @@ def letterbox(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     return canvas
 
 
-def _open_camera(config: VirtualCameraConfig) -> pyvirtualcam.Camera:
+def open_camera(config: VirtualCameraConfig) -> pyvirtualcam.Camera:
+    """The device, opened; raises VirtualCameraUnavailable with what to do."""
     if config.backend is not None and config.backend not in pyvirtualcam.camera.BACKENDS:
         known = ", ".join(sorted(pyvirtualcam.camera.BACKENDS)) or "none"
         raise VirtualCameraUnavailable(f"unknown virtual camera backend {config.backend!r} (known: {known})")
@@ -66,8 +76,8 @@ def _open_camera(config: VirtualCameraConfig) -> pyvirtualcam.Camera:
         return pyvirtualcam.Camera(config.width, config.height, config.fps, fmt=pyvirtualcam.PixelFormat.RGB,
                                    backend=config.backend, device=config.device)
     except (RuntimeError, ValueError, OSError) as exc:
-        reason = " ".join(str(exc).split()) or "no backend available"
-        raise VirtualCameraUnavailable(f"no virtual camera device ({reason}): {setup_hint()}") from None
+        reason, hint = " ".join(str(exc).split()) or "no backend available", setup_hint()
+        raise VirtualCameraUnavailable(f"no virtual camera device ({reason}): {hint}", reason, hint) from None
 
 
 class VirtualCamera:
@@ -78,7 +88,7 @@ class VirtualCamera:
     def __init__(self, config: VirtualCameraConfig = VirtualCameraConfig(), source_fps: int = FPS):
         self.config = config
         self.source_fps = source_fps
-        self._camera = _open_camera(config)
+        self._camera = open_camera(config)
         self.name = f"virtual camera ({self._camera.device})"
         self.device: str = self._camera.device
         self.frames_sent = 0

@@ -23,10 +23,11 @@ from studio.audio.audio_file_source import AUDIO_FILE_PATTERNS
 from studio.audio.devices import SoundDevice
 from studio.audio.pulse import PulseSink
 from studio.audio.tts import install_hint
+from studio.session.audio_sources_model import SOURCES
 
 
 class AudioPanel(QWidget):
-    source_selected = Signal(str)  # "microphone" | "file" | "speech"
+    source_selected = Signal(str)  # one of SOURCES
     microphone_requested = Signal(object)  # device index or None
     microphone_stop_requested = Signal()
     mute_toggled = Signal(bool)
@@ -46,7 +47,7 @@ class AudioPanel(QWidget):
         self.tabs.addTab(self._file_tab(), "Audio file")
         self.tabs.addTab(self._speech_tab(speech_available), "Text to speech")
         self.tabs.currentChanged.connect(
-            lambda i: self.source_selected.emit(("microphone", "file", "speech")[i]))
+            lambda i: self.source_selected.emit(SOURCES[i]))  # the tabs are in SOURCES' order
         self.output_device = QComboBox()
         self.output_device.activated.connect(
             lambda _: self.output_device_chosen.emit(self.output_device.currentData() or ""))
@@ -169,7 +170,7 @@ class AudioPanel(QWidget):
 
     def show_source(self, name: str) -> None:
         self.tabs.blockSignals(True)
-        self.tabs.setCurrentIndex(("microphone", "file", "speech").index(name))
+        self.tabs.setCurrentIndex(SOURCES.index(name))
         self.tabs.blockSignals(False)
 
     def show_file(self, path: str, error: str, duration_s: float) -> None:

@@ -18,9 +18,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.engine_options import BACKENDS, RESOLUTIONS, EngineOptions
+from engine.protocol.engine_options import MIN_GPUS
+from engine.protocol.engine_state import EngineState
+from studio.engine_link.options import BACKENDS, RESOLUTIONS, EngineOptions
 
 LOG_LINES = 400
+MAX_GPUS = 64  # the spin box's range; the engine checks what the machine has
 
 
 FIRST_RUN_GUIDE = (
@@ -45,7 +48,7 @@ class EnginePanel(QWidget):
         model_row = QHBoxLayout()
         model_row.addWidget(self.model_dir)
         model_row.addWidget(browse)
-        self.gpus = QSpinBox(minimum=1, maximum=64)
+        self.gpus = QSpinBox(minimum=MIN_GPUS, maximum=MAX_GPUS)
         self.resolution = QComboBox()
         for w, h in RESOLUTIONS:
             self.resolution.addItem("backend default" if not w else f"{w}x{h}", (w, h))
@@ -124,7 +127,7 @@ class EnginePanel(QWidget):
         self.token_file.setText(options.token_file)
 
     # -- model -> view ---------------------------------------------------------------------------
-    def show_state(self, state: str, message: str) -> None:
+    def show_state(self, state: EngineState, message: str) -> None:
         self.status.setText(f"{state}: {message}")
 
     def append_log(self, line: str) -> None:

@@ -89,6 +89,3 @@ class LatencyGraphs(QWidget):
     def set_background(self, color) -> None:
         for widget in self.plots:
             widget.setBackground(color)
-
-    def set_stats(self, stats: SessionStats) -> None:
-        self.stats = stats

@@ -6,10 +6,13 @@ from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QColor, QImage, QPainter
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-OVERLAY_STATES = {"catching up": "catching up…", "engine restarting": "engine restarting…",
-                  "reconnecting": "reconnecting to the engine…", "opening": "preparing the avatar…",
-                  "waiting for a portrait": "open a portrait to start", "no engine": "no engine running",
-                  "session failed": "session failed: see the engine panel"}
+from studio.session.studio_state import StudioState
+
+OVERLAY_STATES = {StudioState.CATCHING_UP: "catching up…", StudioState.ENGINE_RESTARTING: "engine restarting…",
+                  StudioState.RECONNECTING: "reconnecting to the engine…", StudioState.OPENING: "preparing the avatar…",
+                  StudioState.WAITING_FOR_PORTRAIT: "open a portrait to start",
+                  StudioState.NO_ENGINE: "no engine running",
+                  StudioState.SESSION_FAILED: "session failed: see the engine panel"}
 
 
 class VideoView(QWidget):
@@ -33,7 +36,7 @@ class VideoView(QWidget):
         self.frame_index = index
         self.update()
 
-    def set_state(self, state: str) -> None:
+    def set_state(self, state: StudioState) -> None:
         self.overlay = OVERLAY_STATES.get(state, "")
         self.update()
 

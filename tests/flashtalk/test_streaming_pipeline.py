@@ -80,6 +80,14 @@ def test_chunks_stream_from_motion_latents_and_repeat_with_the_seed(backend, por
     assert not np.array_equal(other.generate(next(_windows(other, speech, 1))).frames, outs[0][0])
 
 
+def test_every_stage_it_times_is_on_the_studio_graph(backend, portrait, speech):
+    from tests.test_stage_names import check_every_stage_is_graphed
+    stream = backend.open_stream(portrait, SessionSettings(**SIZE))
+    timings = stream.generate(next(_windows(stream, speech, 1))).timings
+    assert "host_copy" in timings  # grouped nowhere before the stage names had one home
+    check_every_stage_is_graphed(timings)
+
+
 def test_motion_latents_carry_over_between_chunks(backend, portrait, speech):
     stream = backend.open_stream(portrait, SessionSettings(seed=1, **SIZE))
     windows = list(_windows(stream, speech, 2))

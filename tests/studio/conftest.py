@@ -36,10 +36,10 @@ def short_speech(tmp_path, speech) -> Path:
 @pytest.fixture
 def studio(qtbot, tmp_path):
     """A main window whose supervised engine listens on a private socket; settings in an INI file."""
-    from studio.engine_client import EngineLink
-    from studio.engine_supervisor import EngineSupervisor
+    from studio.engine_link.link import EngineLink
+    from studio.engine_link.supervisor import EngineSupervisor
     from studio.main_window import MainWindow
-    from studio.session_model import SessionModel
+    from studio.session.session_model import SessionModel
     from studio.settings_store import open_store
 
     link = EngineLink(EngineSupervisor(address=f"ipc://{tmp_path}/run/studio.sock"))

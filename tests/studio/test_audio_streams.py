@@ -11,7 +11,8 @@ import pytest
 from avkit.timeline import Timeline
 from studio.audio.audio_output import DeviceOutput
 from studio.audio.playout_clock import PlayoutClock
-from studio.frame_schedule import FrameSchedule, ReceivedChunk
+from studio.engine_link.received_chunk import ReceivedChunk
+from studio.frame_schedule import FrameSchedule
 
 pytestmark = pytest.mark.audio
 RATE = 16000

@@ -76,16 +76,16 @@ def _histogram(values) -> dict[int, int]:
 def test_virtual_camera_sends_the_frame_being_heard(studio, qtbot, short_speech, probe_camera):
     model = start_live(studio, qtbot)
     log = ChunkLog(model.link)
-    probe_camera.probe = lambda: (model.schedule.shown, model.clock.position() if model.clock else 0.0)
-    assert model.start_virtual_camera(CAMERA) == ""
+    playout = model.playout
+    probe_camera.probe = lambda: (playout.schedule.shown, playout.clock.position() if playout.clock else 0.0)
+    assert model.outputs.start_virtual_camera(CAMERA) == ""
     backend = FakeCameraBackend.instances[-1]
-    model.load_audio_file_now(short_speech)
-    model.select_source("file")
-    model.file_player.play()
-    start = model.schedule.shown
-    qtbot.waitUntil(lambda: model.schedule.shown >= start + 100, timeout=30_000)  # 4 s of video
-    backend_skips = [model.virtual_camera.frames_skipped]
-    model.stop_virtual_camera()
+    model.sources.load_file_now(short_speech)
+    model.sources.play_file()
+    start = model.playout.schedule.shown
+    qtbot.waitUntil(lambda: model.playout.schedule.shown >= start + 100, timeout=30_000)  # 4 s of video
+    backend_skips = [model.outputs.virtual_camera.frames_skipped]
+    model.outputs.stop_virtual_camera()
     sends = [(t, idx, p) for t, idx, p in _sent_indexes(backend, log) if p[0] >= 0]
     assert len(sends) >= 60, f"only {len(sends)} new frames reached the camera in 4 s"
     unmatched = [t for t, idx, _ in sends if not idx]
@@ -166,7 +166,7 @@ def test_virtual_microphone_voice_and_camera_mouth_agree(virtual_mic, studio, qt
     combo.setCurrentIndex(index)
     combo.activated.emit(index)
     model = studio.model
-    assert isinstance(model.output, PulseOutput) and model.output.sink == virtual_mic
+    assert isinstance(model.playout.output, PulseOutput) and model.playout.output.sink == virtual_mic
     assert 'choose "Monitor of FlashTalk-Speaker"' in studio.audio.output_note.text()
     studio.save()
     assert load_settings(studio.store).output_device == f"pulse:{virtual_mic}"  # the next start opens it
@@ -177,20 +177,19 @@ def test_virtual_microphone_voice_and_camera_mouth_agree(virtual_mic, studio, qt
     monitor = MonitorCapture(f"{virtual_mic}.monitor")
     model = start_live(studio, qtbot)
     log = ChunkLog(model.link)
-    probe_camera.probe = lambda: model.schedule.shown
-    assert model.start_virtual_camera(CAMERA) == ""
+    probe_camera.probe = lambda: model.playout.schedule.shown
+    assert model.outputs.start_virtual_camera(CAMERA) == ""
     backend = FakeCameraBackend.instances[-1]
-    model.load_audio_file_now(write_wav(tmp_path / "bursts.wav", clip))
-    model.select_source("file")
-    model.file_player.play()
+    model.sources.load_file_now(write_wav(tmp_path / "bursts.wav", clip))
+    model.sources.play_file()
 
     def all_bursts_shown() -> bool:
         found = _onsets(log.audio()) if log.chunks else []
-        return len(found) == len(BURSTS_S) and model.schedule.shown > found[-1] // SPF + 10
+        return len(found) == len(BURSTS_S) and model.playout.schedule.shown > found[-1] // SPF + 10
 
     qtbot.waitUntil(all_bursts_shown, timeout=30_000)
     time.sleep(0.2)
-    model.stop_virtual_camera()
+    model.outputs.stop_virtual_camera()
     heard_pcm, reads = monitor.stop()
     session = _onsets(log.audio())
     heard = _onsets(heard_pcm)
@@ -204,7 +203,7 @@ def test_virtual_microphone_voice_and_camera_mouth_agree(virtual_mic, studio, qt
         # the camera shows `frame` while the call should hear its first sample
         t_heard = _arrival(at, reads) + (frame * SPF - onset) / RATE
         offsets_ms.append(1e3 * (t_send - t_heard))
-    print(f"voice into {virtual_mic} (latency {model.output.latency_s * 1e3:.0f} ms); camera - monitor for "
+    print(f"voice into {virtual_mic} (latency {model.playout.output.latency_s * 1e3:.0f} ms); camera - monitor for "
           f"bursts in frames {[o // SPF for o in session]}: " + ", ".join(f"{o:+.1f}" for o in offsets_ms) + " ms")
     # The systematic offset (what the studio controls) is within one frame; a single burst may add
     # the OS's scheduling jitter of a loaded 2-core runner, never a frame's worth on top. (Feeding
@@ -245,10 +244,11 @@ def test_a_sink_made_after_start_is_listed_on_refresh_and_the_choice_kept(pulse_
         late = combo.findData("pulse:flashtalk_late")
         combo.setCurrentIndex(late)
         combo.activated.emit(late)
-        assert isinstance(studio.model.output, PulseOutput) and studio.model.output.sink == "flashtalk_late"
+        output = studio.model.playout.output
+        assert isinstance(output, PulseOutput) and output.sink == "flashtalk_late"
         qtbot.mouseClick(studio.audio.refresh_devices, Qt.LeftButton)
         qtbot.waitUntil(studio.audio.refresh_devices.isEnabled, timeout=10_000)
         assert combo.currentData() == "pulse:flashtalk_late"  # a refresh never changes the choice
     finally:
-        studio.model.set_output_device(None)
+        studio.model.playout.set_output_device(None)
         subprocess.run(["pactl", "unload-module", module], check=False, timeout=10)

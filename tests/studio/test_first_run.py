@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from studio.engine_supervisor import engine_command
+from studio.engine_link.supervisor import engine_command
 
 
 def test_engine_command_from_source():

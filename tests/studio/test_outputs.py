@@ -142,20 +142,21 @@ def test_session_menu_hotkeys(studio, qtbot, monkeypatch):
     studio.store.setValue("virtual_camera/width", 160)
     studio.store.setValue("virtual_camera/height", 120)
     studio.actions["virtual_camera"].trigger()
-    assert studio.model.virtual_camera is not None and studio.actions["virtual_camera"].isChecked()
-    assert studio.model.virtual_camera in studio.model.outputs.outputs
+    assert studio.model.outputs.virtual_camera is not None and studio.actions["virtual_camera"].isChecked()
+    assert studio.model.outputs.virtual_camera in studio.model.outputs.fanout.outputs
     assert (FakeCameraBackend.instances[-1].width, FakeCameraBackend.instances[-1].height) == (160, 120)
     studio.actions["virtual_camera"].trigger()
-    assert studio.model.virtual_camera is None and not studio.actions["virtual_camera"].isChecked()
+    assert studio.model.outputs.virtual_camera is None and not studio.actions["virtual_camera"].isChecked()
     studio.store.setValue("virtual_camera/backend", "v4l2loopback")  # no device here: a notice, no crash
     studio.actions["virtual_camera"].trigger()
-    assert studio.model.virtual_camera is None and not studio.actions["virtual_camera"].isChecked()
+    assert studio.model.outputs.virtual_camera is None and not studio.actions["virtual_camera"].isChecked()
     assert "v4l2loopback" in studio.statusBar().currentMessage()
     studio.actions["record"].trigger()  # no frames yet: a recorder waits for the first chunk
-    recorder = studio.model.recorder
-    assert recorder is not None and recorder in studio.model.outputs.outputs and studio.actions["record"].isChecked()
+    recorder = studio.model.outputs.recorder
+    assert recorder is not None and recorder in studio.model.outputs.fanout.outputs
+    assert studio.actions["record"].isChecked()
     studio.actions["record"].trigger()
-    assert studio.model.recorder is None and not studio.actions["record"].isChecked()
+    assert studio.model.outputs.recorder is None and not studio.actions["record"].isChecked()
     recorder.wait(10)
     assert "nothing was recorded" in recorder.error and not recorder.path.exists()
 

@@ -7,7 +7,8 @@ import numpy as np
 
 from studio.audio.playout_clock import PlayoutClock
 from studio.audio.sample_ring import SampleRing
-from studio.frame_schedule import FrameSchedule, ReceivedChunk
+from studio.engine_link.received_chunk import ReceivedChunk
+from studio.frame_schedule import FrameSchedule
 from studio.metrics_ring import MetricsRing
 from studio.session_stats import SessionStats, stage_breakdown
 
@@ -95,8 +96,9 @@ def test_metrics_ring_keeps_the_newest_rows_in_order():
 
 def test_stage_groups_and_summary_line():
     groups = stage_breakdown({"audio_features": 3, "dit_step_0": 10, "dit_step_3": 12, "vae_decode": 5,
-                              "vae_encode": 1, "render": 2, "queue_wait": 4, "chunk_total": 40})
-    assert groups == {"audio features": 3, "denoise": 22, "VAE": 6, "post": 2, "queue wait": 4}
+                              "vae_encode": 1, "color_correction": 2, "host_copy": 1, "warp": 7,
+                              "mouth_interior": 1, "chunk_total": 40, "text_encoder": 50})
+    assert groups == {"audio features": 3, "denoise": 22, "VAE": 6, "post": 3, "render": 8}
     stats = SessionStats(t0=0.0)
     for i in range(25):
         stats.on_frame_shown(10.0 + i * 0.04, capture_t=8.1 + i * 0.04, buffer_s=0.5)

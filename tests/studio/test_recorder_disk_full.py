@@ -89,11 +89,11 @@ def test_disk_full_before_the_first_fragment_keeps_nothing_and_stops_the_recordi
     partial.symlink_to("/dev/full")
     model = studio.model
     studio.actions["record"].setChecked(True)
-    model.start_recording(path)
-    recorder = model.recorder
+    model.outputs.start_recording(path)
+    recorder = model.outputs.recorder
     for _ in range(4):  # the first fragment (1 s) is written once the next one starts
         recorder.write(np.full((25, 96, 128, 3), 90, np.uint8), np.zeros(25 * 640, np.float32))
-    qtbot.waitUntil(lambda: model.recorder is None, timeout=20_000)
+    qtbot.waitUntil(lambda: model.outputs.recorder is None, timeout=20_000)
     assert not studio.actions["record"].isChecked()
     recorder.wait(10)
     assert recorder.failed

@@ -7,7 +7,8 @@ import signal
 import numpy as np
 from PIL import Image
 
-from studio.engine_options import EngineOptions
+from engine.protocol.stages import StageGroup
+from studio.engine_link.options import EngineOptions
 from studio.settings_store import load_settings, open_store
 
 from .conftest import ASSETS
@@ -18,7 +19,7 @@ ENGINE = EngineOptions(width=192, height=192)
 def start_live(window, qtbot, portrait=ASSETS / "portrait.png"):
     model = window.model
     assert model.set_portrait(portrait)
-    window.start_engine(ENGINE)
+    model.link.start(ENGINE)
     qtbot.waitUntil(lambda: model.state == "live", timeout=30_000)
     return model
 
@@ -27,20 +28,24 @@ def test_file_session_reaches_view_graphs_summary_and_settings(studio, qtbot, sh
     model = start_live(studio, qtbot)
     assert "face found" in studio.portrait.verdict.text()
     first_summary = studio.summary.text()
-    model.load_audio_file_now(short_speech)
-    model.select_source("file")
-    model.file_player.play()
+    model.sources.load_file_now(short_speech)
+    model.sources.play_file()
     studio.stalls.reset()
-    qtbot.waitUntil(lambda: len(model.stats.frames) >= 40, timeout=20_000)
+    qtbot.waitUntil(lambda: len(model.playout.stats.frames) >= 40, timeout=20_000)
     assert studio.video.frame_index >= 39 and studio.video.frames_painted > 0
-    t, latency = model.stats.frames.series("latency_s")
+    t, latency = model.playout.stats.frames.series("latency_s")
     assert len(t) >= 40 and 0.0 < np.nanmedian(latency) < 5.0
     redraws = studio.graphs.redraws
     qtbot.waitUntil(lambda: studio.graphs.redraws > redraws + len(studio.graphs.plots), timeout=5_000)
     xs, _ = studio.graphs._curves["frames.latency_s"][2].getData()
     assert xs is not None and len(xs) >= 40
-    _, compute = model.stats.chunks.series("compute_ms")
+    _, compute = model.playout.stats.chunks.series("compute_ms")
     assert np.isfinite(compute).any()
+    # The per-stage graph draws what the puppet engine really sends: its warp and mouth ("render").
+    _, render = model.playout.stats.chunks.series(StageGroup.RENDER)
+    assert np.isfinite(render).any()
+    xs, ys = studio.graphs._curves[f"chunks.{StageGroup.RENDER}"][2].getData()
+    assert xs is not None and np.isfinite(ys).any()
     assert studio.summary.text() != first_summary and "fps" in studio.summary.text()
     assert "behind live" in studio.summary.text()
     # No long work on the UI thread: its own CPU time inside any late timer tick stays under 50 ms.
@@ -66,8 +71,7 @@ def test_bad_portraits_show_the_error_inline(studio, qtbot, tmp_path):
     faceless = tmp_path / "wall.png"
     Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(faceless)
     assert model.set_portrait(faceless)
-    window_engine = studio.start_engine
-    window_engine(ENGINE)
+    model.link.start(ENGINE)
     qtbot.waitUntil(lambda: studio.portrait.verdict.text().startswith("✗"), timeout=30_000)
     assert "face" in studio.portrait.verdict.text().lower()
     assert model.state == "waiting for a portrait"
@@ -77,10 +81,9 @@ def test_bad_portraits_show_the_error_inline(studio, qtbot, tmp_path):
 
 def test_killed_engine_is_restarted_and_the_session_resumes(studio, qtbot, short_speech):
     model = start_live(studio, qtbot)
-    model.load_audio_file_now(short_speech)
-    model.file_player.loop = True
-    model.select_source("file")
-    model.file_player.play()
+    model.sources.load_file_now(short_speech)
+    model.sources.set_loop(True)
+    model.sources.play_file()
     qtbot.waitUntil(lambda: studio.video.frame_index >= 10, timeout=20_000)
     supervisor = model.link.supervisor
     old_pid = supervisor.pid
@@ -89,5 +92,5 @@ def test_killed_engine_is_restarted_and_the_session_resumes(studio, qtbot, short
     assert "crashed" in studio.engine.status.text()
     qtbot.waitUntil(lambda: model.state == "live" and supervisor.pid not in (0, old_pid), timeout=30_000)
     assert supervisor.restarts == 1
-    qtbot.waitUntil(lambda: 0 <= model.schedule.shown and studio.video.frame_index >= 0
-                    and model.schedule.shown >= 10, timeout=20_000)
+    qtbot.waitUntil(lambda: 0 <= model.playout.schedule.shown and studio.video.frame_index >= 0
+                    and model.playout.schedule.shown >= 10, timeout=20_000)

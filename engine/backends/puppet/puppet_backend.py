@@ -27,7 +27,9 @@ from engine.backends.puppet.face_rig import Expression, FaceRig
 from engine.backends.puppet.idle_motion import IdleMotion
 from engine.backends.puppet.mouth_interior import MouthInterior
 from engine.backends.puppet.portrait_framing import apply_framing, choose_framing
+from engine.protocol.backend_names import BackendName
 from engine.protocol.messages import SessionSettings
+from engine.protocol.stages import Stage
 
 NO_FACE = ("no face found in the portrait: use a well-lit, front-facing photo "
            "with one face at least 80 pixels wide")
@@ -93,13 +95,13 @@ class PuppetStream(AvatarStream):
             mouth_s += time.perf_counter() - tm
             frames[i, y0:y1, x0:x1] = pixels
         t2 = time.perf_counter()
-        return ChunkResult(frames, {"audio_features": (t1 - t0) * 1e3,
-                                    "warp": (t2 - t1 - mouth_s) * 1e3,
-                                    "mouth_interior": mouth_s * 1e3})
+        return ChunkResult(frames, {Stage.AUDIO_FEATURES: (t1 - t0) * 1e3,
+                                    Stage.WARP: (t2 - t1 - mouth_s) * 1e3,
+                                    Stage.MOUTH_INTERIOR: mouth_s * 1e3})
 
 
 class PuppetBackend(Backend):
-    name = "puppet"
+    name = BackendName.PUPPET
 
     def __init__(self, options: BackendOptions | None = None):
         self.options = options or BackendOptions()  # engine-wide GPU options do not apply here

@@ -26,6 +26,7 @@ from engine.flashtalk.pipeline.models import FlashTalkModels
 from engine.flashtalk.pipeline.portrait_prep import reference_tensor, to_uint8_frames
 from engine.flashtalk.pipeline.settings import VAE_STRIDE, StreamSettings
 from engine.flashtalk.pipeline.timesteps import NUM_TRAIN_TIMESTEPS, sampling_timesteps
+from engine.protocol.stages import Stage, dit_step
 
 
 @dataclass
@@ -108,12 +109,12 @@ class StreamingPipeline:
         """Encode the portrait and prompt once per session (CLIP, T5, VAE)."""
         m, s = self.models, settings
         timer = StageTimer(self.device, on_start=on_stage)
-        with timer("text_encoder"):
+        with timer(Stage.TEXT_ENCODER):
             context = m.encode_text(s.prompt)  # [1, 512, text_dim]
         ref = reference_tensor(portrait, s.height, s.width, self.device, self.dtype)
-        with timer("clip"):
+        with timer(Stage.CLIP):
             clip = m.encode_image(ref[:, :, 0])  # [1, 257, clip_dim]
-        with timer("vae_cond"):
+        with timer(Stage.VAE_COND):
             zeros = torch.zeros(1, 3, s.frame_num - 1, s.height, s.width, device=self.device, dtype=self.dtype)
             y = m.vae_encode(torch.cat([ref, zeros], dim=2))  # [1, 16, F_lat, h, w]
             motion = m.vae_encode(ref)  # [1, 16, 1, h, w]
@@ -144,20 +145,20 @@ class StreamingPipeline:
         """
         m, s = self.models, state.settings
         timer = StageTimer(self.device, self.stage_timings, on_start=on_stage)
-        with timer("audio_features"):
+        with timer(Stage.AUDIO_FEATURES):
             audio = chunk_audio_embedding(m.audio_encoder, m.normalize_loudness, window,
                                           s.sample_rate, s.fps, s.frame_num)  # [1, 33, 5, L, D]
             audio = audio.to(self.device, self.dtype)
         latent = self.denoise(state, audio, timer)
-        with timer("vae_decode"):
+        with timer(Stage.VAE_DECODE):
             video = m.vae_decode(latent[None])  # [1, 3, 33, H, W]
-        with timer("color_correction"):
+        with timer(Stage.COLOR_CORRECTION):
             video = match_colors(video, state.reference, s.color_correction)
-        with timer("vae_encode"):
+        with timer(Stage.VAE_ENCODE):
             state.motion = m.vae_encode(video[:, :, -s.motion_frames:])  # [1, 16, 2, h, w]
         frames = None
         if frames_out:
-            with timer("host_copy"):
+            with timer(Stage.HOST_COPY):
                 frames = to_uint8_frames(video[0, :, s.motion_frames:])
         state.chunks += 1
         return frames, timer.ms
@@ -178,7 +179,7 @@ class StreamingPipeline:
         n_motion = state.motion.shape[2]
         latent[:, :n_motion] = state.motion[0]
         for i, t in enumerate(state.t_steps):
-            with timer(f"dit_step_{i}"):
+            with timer(dit_step(i)):
                 velocity = self.models.dit_forward(latent, t, state, audio)  # f32 [16, F_lat, h, w]
                 sigma, sigma_next = state.sigmas[i], state.sigmas[i + 1]  # 0-d device tensors
                 x0 = latent - velocity * sigma

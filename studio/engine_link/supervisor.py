@@ -1,8 +1,8 @@
 """Start the engine as a child process and keep it alive: restart with backoff after a crash.
 
-The engine prints `ready ADDR` when it accepts clients; everything else it prints goes to the log
-tail. A crash, or a hang reported by the connection's heartbeat, leads to a restart after 1, 2,
-4 ... 30 s, with a one-line account of what happened.
+The engine prints `ready ADDR` when it accepts clients (engine.protocol.engine_state spells the
+lines); everything else it prints goes to the log tail. A crash, or a hang reported by the
+connection, leads to a restart after 1, 2, 4 ... 30 s, with a one-line account of what happened.
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QProcess, QTimer, Signal
 
 from engine.protocol.address import runtime_dir, token_path
-from studio.engine_options import EngineOptions
+from engine.protocol.engine_state import EngineState, is_warming_up, ready_address
+from studio.engine_link.options import EngineOptions
 
 BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 STABLE_AFTER_S = 30.0  # running this long resets the backoff
@@ -22,7 +23,8 @@ STOP_WAIT_MS = 3000
 
 
 class EngineSupervisor(QObject):
-    state_changed = Signal(str, str)  # "starting" | "ready" | "restarting" | "stopped" | "failed", message
+    state_changed = Signal(object, str)  # EngineState (STARTING, WARMING_UP, READY, RESTARTING, STOPPED,
+    #                                     FAILED), one-line message
     ready = Signal(str, str)  # address, token file
     log_line = Signal(str)
 
@@ -65,7 +67,7 @@ class EngineSupervisor(QObject):
                 proc.kill()
                 proc.waitForFinished(STOP_WAIT_MS)
             proc.deleteLater()
-        self.state_changed.emit("stopped", "engine stopped")
+        self.state_changed.emit(EngineState.STOPPED, "engine stopped")
 
     def restart(self) -> None:
         options = self.options
@@ -96,7 +98,7 @@ class EngineSupervisor(QObject):
         self._stdout_tail = b""
         self._last_stderr = ""
         self._started_t = time.monotonic()
-        self.state_changed.emit("starting", f"starting the {self.options.backend} engine")
+        self.state_changed.emit(EngineState.STARTING, f"starting the {self.options.backend} engine")
         proc.start()
 
     def _read_stdout(self, proc: QProcess) -> None:
@@ -104,9 +106,9 @@ class EngineSupervisor(QObject):
         *lines, self._stdout_tail = self._stdout_tail.split(b"\n")
         for raw in lines:
             line = raw.decode(errors="replace").rstrip()
-            if line.startswith("ready ") and proc is self._proc:
-                address = line.split(" ", 1)[1].strip()
-                self.state_changed.emit("ready", f"engine running (pid {self.pid})")
+            address = ready_address(line)
+            if address is not None and proc is self._proc:
+                self.state_changed.emit(EngineState.READY, f"engine running (pid {self.pid})")
                 self.ready.emit(address, str(token_path(address)))
             elif line:
                 self.log_line.emit(line)
@@ -117,16 +119,16 @@ class EngineSupervisor(QObject):
                 continue
             if proc is self._proc:
                 self._last_stderr = line.strip()
-                if line.startswith("warming up"):  # GPU engines, before ready
-                    self.state_changed.emit("starting", f"warming up the {self.options.backend} engine "
-                                            "(first chunks; minutes with --compile)")
+                if is_warming_up(line):  # GPU engines, before ready
+                    self.state_changed.emit(EngineState.WARMING_UP, f"the {self.options.backend} engine runs "
+                                            "its first chunks (minutes with --compile)")
             self.log_line.emit(line.rstrip())
 
     def _on_error(self, proc: QProcess, err) -> None:
         if err == QProcess.FailedToStart and proc is self._proc:
             self._proc = None
             self._wanted = False
-            self.state_changed.emit("failed", f"cannot start the engine with {self.python}: "
+            self.state_changed.emit(EngineState.FAILED, f"cannot start the engine with {self.python}: "
                                     f"{proc.errorString()}")
 
     def _on_finished(self, proc: QProcess, code: int, status) -> None:
@@ -144,7 +146,7 @@ class EngineSupervisor(QObject):
         elif code == 2:  # the engine's own "user error" exit: restarting would fail the same way
             self._wanted = False
             reason = self._last_stderr or "see the engine log"
-            self.state_changed.emit("failed", f"the engine refused its options: {reason}")
+            self.state_changed.emit(EngineState.FAILED, f"the engine refused its options: {reason}")
             return
         else:
             what = f"the engine exited unexpectedly (exit code {code})"
@@ -155,7 +157,7 @@ class EngineSupervisor(QObject):
         self.restarts += 1
         self.last_exit = what
         self.log_line.emit(f"studio: {what}")
-        self.state_changed.emit("restarting", f"{what}; restarting in {delay:.0f} s")
+        self.state_changed.emit(EngineState.RESTARTING, f"{what}; restarting in {delay:.0f} s")
         self._restart_timer.start(int(delay * 1000))
 
 

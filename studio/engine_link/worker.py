@@ -1,8 +1,10 @@
 """The engine connection on its own thread: socket I/O never runs on the UI thread.
 
-`EngineWorker.run()` loops on a QThread: it sends queued commands, receives messages, keeps a
-heartbeat, and reports everything through Qt signals (delivered queued to the UI thread).
-Commands (`open_session`, `send_audio`, ...) may be called from any thread.
+`EngineWorker.run()` loops on a QThread: it sends queued commands, receives messages and reports
+everything through Qt signals (delivered queued to the UI thread). The heartbeat is the client's
+own (`EngineClient.recv` pings whenever nothing was sent for a while); the worker only watches
+that the engine keeps answering. Commands (`open_session`, `send_audio`, ...) may be called from
+any thread.
 """
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ import time
 import numpy as np
 from PySide6.QtCore import QObject, Signal, Slot
 
+from avkit.timeline import SAMPLE_RATE
 from engine.protocol import EngineClient, EngineError, ProtocolError, SessionSettings
+from engine.protocol.frame_decoding import decode_frames
 from engine.protocol.messages import (
     Error,
     Event,
@@ -23,9 +27,8 @@ from engine.protocol.messages import (
     SessionOpened,
     settings_to_dict,
 )
-from studio.frame_schedule import ReceivedChunk
+from studio.engine_link.received_chunk import ReceivedChunk
 
-HEARTBEAT_S = 1.0
 DEAD_AFTER_S = 5.0  # no message at all from the engine for this long: it is gone or hung
 POLL_S = 0.01
 MAX_AUDIO_QUEUE = 500  # 10 s of 20 ms blocks; older blocks are dropped beyond this
@@ -42,12 +45,10 @@ class EngineWorker(QObject):
     lost = Signal(str)  # the connection is gone; why
     finished = Signal()
 
-    def __init__(self, address: str, token_file: str | None = None, *,
-                 heartbeat_s: float = HEARTBEAT_S, dead_after_s: float = DEAD_AFTER_S):
+    def __init__(self, address: str, token_file: str | None = None, *, dead_after_s: float = DEAD_AFTER_S):
         super().__init__()
         self.address = address
         self.token_file = token_file
-        self.heartbeat_s = heartbeat_s
         self.dead_after_s = dead_after_s
         self._commands: queue.Queue = queue.Queue()
         self._audio: queue.Queue = queue.Queue(maxsize=MAX_AUDIO_QUEUE)
@@ -60,7 +61,7 @@ class EngineWorker(QObject):
     def open_session(self, portrait: bytes, settings: SessionSettings) -> None:
         self._commands.put(("open", portrait, settings))
 
-    def send_audio(self, pcm: np.ndarray, capture_t: float, sample_rate: int = 16_000) -> None:
+    def send_audio(self, pcm: np.ndarray, capture_t: float, sample_rate: int = SAMPLE_RATE) -> None:
         if not self.session_id:
             return  # nothing listens yet: live audio before a session is simply not sent
         try:
@@ -95,19 +96,16 @@ class EngineWorker(QObject):
             self.finished.emit()
 
     def _loop(self, client: EngineClient) -> None:
-        last_heard = last_beat = time.monotonic()
+        last_heard = time.monotonic()
         while not self._stopping:
             self._run_commands(client)
             self._send_audio(client)
-            msg = client.recv(POLL_S)
+            msg = client.recv(POLL_S)  # sends the heartbeat when it is due
             now = time.monotonic()
             while msg is not None:
                 last_heard = now
                 self._dispatch(client, msg, now)
                 msg = client.recv(0)
-            if now - last_beat >= self.heartbeat_s:
-                client.heartbeat()
-                last_beat = now
             if now - last_heard > self.dead_after_s:
                 self.lost.emit(f"the engine stopped answering for {self.dead_after_s:.0f} s")
                 return
@@ -146,8 +144,7 @@ class EngineWorker(QObject):
         if isinstance(msg, Frames):
             if client.session is None or msg.session != client.session.session:
                 return  # a late chunk of a session we already left
-            frames = np.frombuffer(msg.rgb, np.uint8).reshape(msg.count, msg.height, msg.width, 3)
-            audio = np.frombuffer(msg.audio, np.float32)
+            frames, audio = decode_frames(msg)
             self.chunk.emit(ReceivedChunk(msg.first_frame, frames, audio, msg.capture_t0, msg.idle,
                                           dict(msg.timings), now, msg.t))
         elif isinstance(msg, SessionOpened):

@@ -4,6 +4,7 @@ plus the connection worker on its QThread.
 Everything the session needs comes out of `EngineLink`'s signals; commands go in through its
 thread-safe methods. A lost connection leads to a restart (child engine) or a reconnect with
 backoff (attached engine); the session model re-opens its session when `connected` fires again.
+`running` says whether the user wants an engine (started and not stopped since).
 """
 from __future__ import annotations
 
@@ -11,21 +12,22 @@ import numpy as np
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal
 
 from engine.protocol import SessionSettings
-from studio.engine_options import EngineOptions
-from studio.engine_supervisor import BACKOFF_S, EngineSupervisor
-from studio.engine_worker import EngineWorker
+from engine.protocol.engine_state import EngineState
+from studio.engine_link.options import EngineOptions
+from studio.engine_link.supervisor import BACKOFF_S, EngineSupervisor
+from studio.engine_link.worker import EngineWorker
 
 THREAD_WAIT_MS = 3000
 
 
 class EngineLink(QObject):
-    state_changed = Signal(str, str)  # state, one-line message for the engine panel
+    state_changed = Signal(object, str)  # EngineState, one-line message for the engine panel
     log_line = Signal(str)
     connected = Signal(object)  # Welcome
     disconnected = Signal(str)
     session_opened = Signal(object)
     session_refused = Signal(str, str)
-    chunk = Signal(object)
+    chunk = Signal(object)  # ReceivedChunk
     metrics = Signal(object)
     event = Signal(str, str)
     error = Signal(str, str, bool)
@@ -38,6 +40,7 @@ class EngineLink(QObject):
         self.supervisor.log_line.connect(self.log_line)
         self.supervisor.ready.connect(self._connect)
         self.options = EngineOptions()
+        self.running = False
         self.welcome = None
         self._worker: EngineWorker | None = None
         self._thread: QThread | None = None
@@ -47,9 +50,14 @@ class EngineLink(QObject):
         self._reconnect_timer.timeout.connect(self._attach)
 
     # -- lifecycle -------------------------------------------------------------------------------
+    def set_options(self, options: EngineOptions) -> None:
+        """Remember what to start (or attach to) without starting it (the last run's settings)."""
+        self.options = options
+
     def start(self, options: EngineOptions) -> None:
         self.stop()
         self.options = options
+        self.running = True
         if options.attached:
             self._attach_attempt = 0
             self._attach()
@@ -57,12 +65,20 @@ class EngineLink(QObject):
             self.supervisor.start(options)
 
     def stop(self) -> None:
+        self.running = False
         self._reconnect_timer.stop()
         self._drop_worker("stopped")
         self.supervisor.stop()
 
     def restart(self) -> None:
         self.start(self.options)
+
+    def toggle(self, options: EngineOptions) -> None:
+        """Stop a running engine, or start one with `options` (the Session menu's start/stop)."""
+        if self.running:
+            self.stop()
+        else:
+            self.start(options)
 
     @property
     def is_connected(self) -> bool:
@@ -88,7 +104,7 @@ class EngineLink(QObject):
 
     # -- connection ------------------------------------------------------------------------------
     def _attach(self) -> None:
-        self.state_changed.emit("connecting", f"connecting to {self.options.attach_address}")
+        self.state_changed.emit(EngineState.CONNECTING, f"connecting to {self.options.attach_address}")
         self._connect(self.options.attach_address, self.options.token_file or None)
 
     def _connect(self, address: str, token_file: str | None) -> None:
@@ -132,15 +148,15 @@ class EngineLink(QObject):
         for _, thread in list(self._retired):
             thread.wait(THREAD_WAIT_MS)
 
-    def _on_supervisor_state(self, state: str, message: str) -> None:
-        if state in ("restarting", "failed"):
-            self._drop_worker(self.supervisor.last_exit if state == "restarting" else message)
+    def _on_supervisor_state(self, state: EngineState, message: str) -> None:
+        if state in (EngineState.RESTARTING, EngineState.FAILED):
+            self._drop_worker(self.supervisor.last_exit if state is EngineState.RESTARTING else message)
 
     def _on_connected(self, welcome) -> None:
         self.welcome = welcome
         self._attach_attempt = 0
         where = self.options.attach_address or "local engine"
-        self.state_changed.emit("connected", f"connected to {where} ({welcome.engine}, "
+        self.state_changed.emit(EngineState.CONNECTED, f"connected to {where} ({welcome.engine}, "
                                 f"{welcome.default_backend})")
         self.connected.emit(welcome)
 
@@ -151,7 +167,8 @@ class EngineLink(QObject):
         if self.options.attached:
             delay = BACKOFF_S[min(self._attach_attempt, len(BACKOFF_S) - 1)]
             self._attach_attempt += 1
-            self.state_changed.emit("reconnecting", f"lost the engine ({reason}); retrying in {delay:.0f} s")
+            self.state_changed.emit(EngineState.RECONNECTING, f"lost the engine ({reason}); "
+                                    f"retrying in {delay:.0f} s")
             self._reconnect_timer.start(int(delay * 1000))
         else:
             self.log_line.emit(f"studio: lost the engine connection: {reason}")

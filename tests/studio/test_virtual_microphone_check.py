@@ -1,11 +1,12 @@
-"""`flashtalk doctor`'s virtual-microphone check against a real PulseAudio server."""
+"""`flashtalk-studio --doctor`'s virtual-microphone check against a real PulseAudio server."""
 from __future__ import annotations
 
 import subprocess
 
 import pytest
 
-from engine.cli.doctor_checks import OK, WARNING, check_virtual_microphone, virtual_microphone_fix
+from engine.protocol.doctor_report import OK, WARNING
+from studio.desktop_checks import check_virtual_microphone, virtual_microphone_fix
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.audio

@@ -1,20 +1,27 @@
-"""What the user chose for the engine: how to start (or reach) it and what to ask of a session."""
+"""What the user chose for the engine: how to start (or reach) it and what to ask of a session.
+
+Backend names and the GPU default come from the engine's own definition (engine.protocol); the
+resolutions offered are the studio's choice.
+"""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
 from engine.protocol import SessionSettings
+from engine.protocol.backend_names import DEFAULT_BACKEND, BackendName
+from engine.protocol.engine_options import DEFAULT_GPUS
 
-BACKENDS = ("puppet", "flashtalk")
+BACKENDS = tuple(str(name) for name in BackendName)
 RESOLUTIONS = ((0, 0), (256, 256), (384, 384), (512, 512), (768, 768))  # (0, 0): backend default
+CHILD_CLIENT_TIMEOUT_S = 5  # a child engine drops a silent studio this fast (the studio restarts it)
 
 
 @dataclass
 class EngineOptions:
-    backend: str = "puppet"
+    backend: str = DEFAULT_BACKEND.value
     model_dir: str = ""  # SoulX-FlashTalk-14B folder (flashtalk backend)
-    gpus: int = 1
+    gpus: int = DEFAULT_GPUS
     width: int = 0  # 0: the backend's default
     height: int = 0
     steps: int = 0  # 0: the backend's default
@@ -27,9 +34,10 @@ class EngineOptions:
 
     def serve_args(self, address: str) -> list[str]:
         """Arguments after `python -m engine` for a child engine listening on `address`."""
-        args = ["serve", "--socket", address, "--backend", self.backend, "--client-timeout", "5",
+        args = ["serve", "--socket", address, "--backend", self.backend,
+                "--client-timeout", str(CHILD_CLIENT_TIMEOUT_S),
                 "--parent-pid", str(os.getpid())]  # the engine stops itself if the studio dies
-        if self.backend != "puppet":
+        if self.backend != BackendName.PUPPET:
             if self.model_dir:
                 args += ["--model", self.model_dir]
             args += ["--gpus", str(self.gpus)]
