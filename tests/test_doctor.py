@@ -15,6 +15,7 @@ import pytest
 
 from engine.cli import main
 from engine.cli.doctor_checks import OFFICIAL_WEIGHT_GB, DoctorSetup, required_gpu_gib
+from engine.flashtalk.weights.checkpoint_layout import MODEL_FOLDER
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_NVIDIA = shutil.which("nvidia-smi") is not None
@@ -81,12 +82,12 @@ def test_the_cli_entry_point_returns_the_verdict_as_exit_code():
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs the flashtalk extra")
 def test_model_folder_is_validated(capsys, tmp_path):
-    weights = pytest.importorskip("engine.flashtalk.weights")
-    empty = tmp_path / "SoulX-FlashTalk-14B"
+    tiny = pytest.importorskip("engine.flashtalk.weights.tiny_checkpoint")
+    empty = tmp_path / MODEL_FOLDER
     empty.mkdir()
     _, report = doctor_json(capsys, "--backend", "flashtalk", "--model", str(empty), "--device", "cpu")
     assert by_name(report)["models"]["status"] == "problem"
-    model_dir, wav2vec_dir = weights.make_tiny(tmp_path / "tiny", seed=0)
+    model_dir, wav2vec_dir = tiny.make_tiny(tmp_path / "tiny", seed=0)
     code, report = doctor_json(capsys, "--backend", "flashtalk", "--model", str(model_dir),
                                "--wav2vec", str(wav2vec_dir), "--device", "cpu")
     checks = by_name(report)

@@ -34,7 +34,7 @@ GENERATE_HEADROOM = 32 * 2**20
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from engine.flashtalk.weights import make_tiny
+    from engine.flashtalk.weights.tiny_checkpoint import make_tiny
     return make_tiny(tmp_path_factory.mktemp("tiny"), seed=0)[0]
 
 

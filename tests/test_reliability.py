@@ -381,7 +381,7 @@ PICKLING_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "mars
 OBJECT_COLLECTIVES = {"broadcast_object_list", "all_gather_object", "gather_object",
                       "scatter_object_list", "send_object_list", "recv_object_list"}
 # Pickle between the ranks of one torchrun job: followers trust their own leader, never the socket.
-TRUSTED_OBJECT_COLLECTIVES = {"engine/backends/flashtalk_ranks.py"}
+TRUSTED_OBJECT_COLLECTIVES = {"engine/flashtalk/runtime/ranks.py"}
 
 
 def _keyword(call: ast.Call, name: str):

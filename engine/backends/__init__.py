@@ -17,7 +17,8 @@ def backend_names() -> list[str]:
     return [str(name) for name in _REGISTRY]  # plain strings: argparse shows choices with repr()
 
 
-def create_backend(name: str, options: BackendOptions | None = None) -> Backend:
+def backend_class(name: str) -> type[Backend]:
+    """The class of backend `name`, its module imported now; BackendUnavailable (one line) if it cannot be."""
     if name not in _REGISTRY:
         raise BackendUnavailable(f"unknown backend {name!r}: choose one of {', '.join(_REGISTRY)}")
     module_name, class_name = _REGISTRY[name]
@@ -27,4 +28,8 @@ def create_backend(name: str, options: BackendOptions | None = None) -> Backend:
         raise BackendUnavailable(
             f"the {name} backend needs packages that are not installed ({exc.name}): "
             f"pip install 'flashtalk-studio[{name}]'") from None
-    return getattr(module, class_name)(options or BackendOptions())
+    return getattr(module, class_name)
+
+
+def create_backend(name: str, options: BackendOptions | None = None) -> Backend:
+    return backend_class(name)(options or BackendOptions())

@@ -9,10 +9,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from engine.protocol.engine_options import BackendOptions
 from engine.protocol.messages import SessionSettings
 
 
@@ -39,22 +39,6 @@ class OutOfMemory(BackendError):
 
 
 @dataclass
-class BackendOptions:
-    """Engine-wide options fixed when the engine starts (not per session)."""
-
-    model_dir: Path | None = None
-    wav2vec_dir: Path | None = None
-    device: str | None = None  # None: the backend picks (cuda if available)
-    gpus: int = 1
-    precision: str | None = None  # flashtalk: "bf16", "fp8", "fp32"; None: bf16 on a GPU, fp32 on a CPU
-    offload: bool = False  # flashtalk: keep idle modules on the CPU (slower, fits 48 GB cards)
-    compile: bool = False  # flashtalk: torch.compile the DiT and VAE
-    attention: str | None = None  # flashtalk: attention kernel (None: fastest that runs here)
-    random_weights: str | None = None  # flashtalk benchmarks: "14b" or "tiny" random model, no checkpoint
-    rank_timeout_s: float = 120.0  # --gpus N: a rank that hangs this long ends the engine (compiles included)
-
-
-@dataclass
 class ChunkResult:
     frames: np.ndarray  # [N, H, W, 3] uint8, N == stream.chunk_frames
     timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
@@ -77,6 +61,10 @@ class AvatarStream(ABC):
         `idle` is True when live mode filled silence because no audio arrived in time.
         """
 
+    def memory_report(self) -> dict:
+        """Peak memory figures for reports (`flashtalk bench`); none by default."""
+        return {}
+
     def close(self) -> None:
         """Free per-session resources (GPU buffers, caches)."""
 
@@ -85,7 +73,17 @@ StageCallback = Callable[[str], None]  # called with a stage's name as it starts
 
 
 class Backend(ABC):
+    """Made by the registry (engine/backends/__init__.py) from the engine's BackendOptions.
+
+    Multi-rank: a backend whose engine may span several processes (`spans_ranks`, one per GPU
+    under torchrun) has one leader, which serves sessions, and followers, which only `follow()`.
+    """
+
     name: str
+    options: BackendOptions
+    spans_ranks = False  # True: `serve --gpus N` runs this backend as N torchrun processes
+    is_leader = True  # False on a follower rank: its one call is follow()
+    device_name: str | None = None  # what it computes on, for reports (None: nothing to name)
 
     @abstractmethod
     def open_stream(self, portrait: np.ndarray, settings: SessionSettings,
@@ -103,6 +101,10 @@ class Backend(ABC):
     def warm_up(self, settings: SessionSettings | None = None) -> float:
         """Seconds spent making the first session as fast as later ones; nothing to do by default."""
         return 0.0
+
+    def follow(self) -> None:
+        """A follower rank: mirror the leader's calls until it shuts the engine down, then close."""
+        raise RuntimeError(f"the {self.name} backend has no follower ranks")
 
     def close(self) -> None:
         """Release the backend (models, GPU memory)."""

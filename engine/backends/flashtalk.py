@@ -1,15 +1,14 @@
-"""The FlashTalk diffusion backend: our SoulX-FlashTalk pipeline behind the AvatarStream interface."""
+"""The flashtalk backend: the FlashTalk runtime (engine/flashtalk/runtime/) behind the Backend interface.
+
+A thin adapter: it turns the session's SessionSettings into the pipeline's StreamSettings and the
+runtime's errors into backend errors of the same meaning; assembly, precision, ranks and memory
+errors are the runtime's.
+"""
 from __future__ import annotations
 
-import os
-import re
-import time
-import traceback
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
-import torch
 
 from engine.backends.base import (
     AvatarStream,
@@ -22,239 +21,89 @@ from engine.backends.base import (
     SettingsError,
     StageCallback,
 )
-from engine.backends.flashtalk_ranks import (
-    CommandChannel,
-    LeaderPipeline,
-    follow,
-    parallelize,
-)
-from engine.flashtalk.model.fp8_linear import quantize_dit_linears, scaled_mm_supported
-from engine.flashtalk.model.vae_compile import compile_vae
-from engine.flashtalk.parallel.process_group import (
-    RankWorld,
-    close_rank_world,
-    init_rank_world,
-    launched_by_torchrun,
-)
-from engine.flashtalk.pipeline.models import T5_TOKENIZER, FlashTalkModels
 from engine.flashtalk.pipeline.settings import StreamSettings
-from engine.flashtalk.pipeline.streaming import StreamingPipeline, StreamState
-from engine.flashtalk.weights import CheckpointError, validate_model_dir
+from engine.flashtalk.pipeline.streaming import StreamState
+from engine.flashtalk.runtime.errors import FlashTalkError, FlashTalkOutOfMemory, FlashTalkUnavailable
+from engine.flashtalk.runtime.flashtalk_runtime import FlashTalkRuntime
 from engine.protocol.backend_names import BackendName
 from engine.protocol.messages import SessionSettings
 
-WAV2VEC_FOLDER = "chinese-wav2vec2-base"
-WARM_UP_PORTRAIT = 512  # pixels, square; resized to the session size like any portrait
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, the CPU allocator's RuntimeError and MemoryError all mean one thing.
-
-    oneDNN (CPU convolutions) reports a failed scratchpad or JIT-code allocation only as "could
-    not create a primitive": its implementation was already found (that step fails with "... a
-    primitive descriptor ..."), so what is left to fail is memory.
-    """
-    if isinstance(exc, BackendError):
-        return False
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
-                                              or "ALLOC_FAILED" in text
-                                              or text.strip() == "could not create a primitive")
-
-
-def _oom_error(exc: BaseException, device: torch.device) -> OutOfMemory:
-    """One line with what to change. Drops the failed call's frames first, so the tensors they
-    still hold are freed before the next session starts."""
-    traceback.clear_frames(exc.__traceback__)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    size = re.search(r"[Tt]ried to allocate ([\d.]+ [KMGT]?i?B|\d+ bytes)", str(exc))
-    failed = f" ({_readable(size.group(1))} could not be allocated)" if size else ""
-    return OutOfMemory(f"out of {'GPU' if device.type == 'cuda' else 'CPU'} memory{failed}: lower the "
-                       "resolution (--size, or the session's width and height), use --precision fp8 "
-                       "or --offload, or spread the model over more GPUs (--gpus N)")
-
-
-def _readable(amount: str) -> str:
-    """'12884901888 bytes' -> '12.0 GiB', '5242880 bytes' -> '5.0 MiB'; CUDA's '2.00 GiB' stays."""
-    if not amount.endswith(" bytes"):
-        return amount
-    size = int(amount.split()[0])
-    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
+BACKEND_ERRORS = {FlashTalkUnavailable: BackendUnavailable, FlashTalkOutOfMemory: OutOfMemory}
 
 
 @contextmanager
-def _memory_errors_are_clear(device: torch.device):
-    """Out of memory anywhere inside becomes OutOfMemory (code out_of_memory), never an internal error."""
+def _as_backend_errors():
+    """A runtime error leaves as the backend error of the same meaning (and wire code)."""
     try:
         yield
-    except (RuntimeError, MemoryError) as exc:
-        if not _is_out_of_memory(exc):
-            raise
-        raise _oom_error(exc, device) from None
+    except FlashTalkError as exc:
+        raise BACKEND_ERRORS.get(type(exc), BackendError)(str(exc)) from None
+
+
+def stream_settings(settings: SessionSettings) -> StreamSettings:
+    """The session's choices over the official defaults; SettingsError (one line) for impossible ones."""
+    motion = settings.motion_frames or StreamSettings.motion_frames
+    try:
+        return StreamSettings().with_overrides(
+            width=settings.width, height=settings.height, steps=settings.steps, seed=settings.seed,
+            prompt=settings.prompt, motion_frames=settings.motion_frames,
+            frame_num=settings.chunk_frames + motion if settings.chunk_frames else None,
+            color_correction=settings.color_correction)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 class FlashTalkStream(AvatarStream):
-    def __init__(self, pipeline: StreamingPipeline, state: StreamState, on_stage: StageCallback | None = None):
+    def __init__(self, runtime: FlashTalkRuntime, state: StreamState, on_stage: StageCallback | None = None):
         s = state.settings
-        self.pipeline, self.state, self.on_stage = pipeline, state, on_stage
+        self.runtime, self.state, self.on_stage = runtime, state, on_stage
         self.width, self.height = s.width, s.height
         self.chunk_frames = s.new_frames
         self.context_samples = s.window_samples
         self.prepare_ms = sum(state.prepare_ms.values())
 
     def generate(self, audio: np.ndarray, idle: bool = False) -> ChunkResult:
-        with _memory_errors_are_clear(self.pipeline.device):
-            frames, timings = self.pipeline.generate(self.state, audio, on_stage=self.on_stage)
+        with _as_backend_errors():
+            frames, timings = self.runtime.generate(self.state, audio, on_stage=self.on_stage)
         return ChunkResult(frames, timings)
 
     def memory_report(self) -> dict:
-        return self.pipeline.models.memory_report()
+        return self.runtime.memory_report()
 
     def close(self) -> None:
-        if isinstance(self.pipeline, LeaderPipeline):
-            self.pipeline.release(self.state)
+        self.runtime.release(self.state)
         self.state = None
-        if self.pipeline.device.type == "cuda":
-            torch.cuda.empty_cache()
-
-
-# DiT/VAE weight dtype per --precision. fp32 is for reference checks (slow, twice the memory):
-# bf16 rounding hides wiring bugs when comparing multi-rank against one rank.
-PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp8": torch.bfloat16, "fp32": torch.float32}
-
-
-def default_precision(device: torch.device) -> str:
-    """bf16 on a GPU (the reference's precision); fp32 on a CPU, where bf16 kernels run ~13x
-    slower on processors without AVX512-BF16 (0.3 vs 3.9 fps for the tiny model at 128x128)."""
-    return "fp32" if device.type == "cpu" else "bf16"
-
-
-def _check_precision(precision: str, device: torch.device) -> None:
-    """Refuse, before loading 38 GB, a precision this device cannot run fast."""
-    if precision not in PRECISION_DTYPES:
-        raise BackendUnavailable(f"unknown --precision {precision!r}: use one of {', '.join(PRECISION_DTYPES)}")
-    if precision == "fp8" and device.type == "cuda" and not scaled_mm_supported(device):
-        major, minor = torch.cuda.get_device_capability(device)
-        raise BackendUnavailable(f"--precision fp8 needs FP8 tensor cores (compute capability 8.9+: Ada, "
-                                 f"Hopper); this GPU is {major}.{minor}: use --precision bf16")
 
 
 class FlashTalkBackend(Backend):
     name = BackendName.FLASHTALK
+    spans_ranks = True
 
     def __init__(self, options: BackendOptions):
         self.options = options
-        self.world = self._join_ranks(options)  # None on one GPU
-        device = self.world.device if self.world else torch.device(
-            options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-        self.warms_up_by_default = device.type == "cuda"  # a CPU engine is for tests: no kernels to tune
-        self.precision = options.precision or default_precision(device)
-        _check_precision(self.precision, device)
-        t0 = time.perf_counter()
-        models = self._load(options, self.precision, device)
-        if self.world:  # sequence-parallel DiT and band-parallel VAE over the ranks
-            models = parallelize(models, self.world)
-        models.dit.set_attention_backend(options.attention)
-        if self.precision == "fp8":
-            quantize_dit_linears(models.dit)  # before compile, so the graphs see the FP8 layers
-        if options.compile:
-            models.dit = torch.compile(models.dit)
-            compile_vae(models.vae)  # per causal step: small graphs shared by every frame count
-        self.load_s = time.perf_counter() - t0
-        self.pipeline = StreamingPipeline(models)
-        if self.world and self.world.is_leader:
-            self.pipeline = LeaderPipeline(self.pipeline, CommandChannel(self.world))
-
-    @staticmethod
-    def _join_ranks(options: BackendOptions) -> RankWorld | None:
-        """Join torchrun's job when this engine spans several ranks (--gpus N or WORLD_SIZE > 1)."""
-        ranks = int(os.environ["WORLD_SIZE"]) if launched_by_torchrun() else 1
-        if options.gpus == 1 and ranks == 1:
-            return None
-        if not launched_by_torchrun():
-            raise BackendUnavailable(f"--gpus {options.gpus} needs one process per GPU: start it with "
-                                     f"`flashtalk serve --gpus {options.gpus}` or torchrun --nproc-per-node "
-                                     f"{options.gpus} -m engine serve ...")
-        if options.gpus not in (1, ranks):
-            raise BackendUnavailable(f"--gpus {options.gpus} but torchrun started {ranks} processes: "
-                                     "make them equal")
-        device_type = torch.device(options.device).type if options.device else (
-            "cuda" if torch.cuda.is_available() else "cpu")
-        return init_rank_world(device_type, options.rank_timeout_s)
+        with _as_backend_errors():
+            self.runtime = FlashTalkRuntime(options)
+        self.is_leader = self.runtime.is_leader
+        self.device_name = self.runtime.device_name
+        self.precision = self.runtime.precision
+        self.warms_up_by_default = self.runtime.device.type == "cuda"  # a CPU engine is for tests
 
     def follow(self) -> None:
-        """A follower rank: mirror the leader's pipeline calls until it shuts the engine down."""
-        follow(self.pipeline, CommandChannel(self.world))
-        self.close()
-
-    @staticmethod
-    def _load(options: BackendOptions, precision: str, device: torch.device) -> FlashTalkModels:
-        model_dir = Path(options.model_dir) if options.model_dir else None
-        if model_dir is None:
-            raise BackendUnavailable("the flashtalk backend needs --model DIR (the SoulX-FlashTalk-14B "
-                                     "folder): get it with `flashtalk models download DIR`")
-        wav2vec = Path(options.wav2vec_dir) if options.wav2vec_dir else model_dir.parent / WAV2VEC_FOLDER
-        dtype = PRECISION_DTYPES[precision]
-        if options.random_weights:
-            if options.random_weights != "14b":
-                raise BackendUnavailable("--random-weights supports only 14b (use `flashtalk models "
-                                         "make-tiny` for a small model)")
-            with _memory_errors_are_clear(device):
-                return FlashTalkModels.random_14b(model_dir / T5_TOKENIZER, device, dtype)
-        try:
-            validate_model_dir(model_dir, wav2vec)
-        except CheckpointError as exc:
-            raise BackendUnavailable(str(exc)) from None
-        try:
-            with _memory_errors_are_clear(device):
-                return FlashTalkModels.from_checkpoint(model_dir, wav2vec, device, dtype)
-        except (FileNotFoundError, ValueError) as exc:  # damaged files the validation could not see
-            raise BackendUnavailable(str(exc).splitlines()[0]) from None
+        with _as_backend_errors():
+            self.runtime.follow()
 
     def warm_up(self, settings: SessionSettings | None = None) -> float:
-        """Two chunks of silence on a plain picture, at the sessions' default size and prompt.
-
-        The first session then meets a cached prompt (no umT5 pass), tuned kernels and, with
-        --compile, every graph already built: chunk 0 encodes 1 motion frame, later chunks 5, so
-        one chunk is not enough. On several ranks the leader's calls are mirrored as usual.
-        """
-        t0 = time.perf_counter()
-        rows = np.linspace(64, 192, WARM_UP_PORTRAIT, dtype=np.uint8)
-        portrait = np.repeat(np.repeat(rows[:, None, None], WARM_UP_PORTRAIT, 1), 3, 2)  # [H, W, 3]
-        stream = self.open_stream(portrait, settings or SessionSettings())
-        try:
-            silence = np.zeros(stream.context_samples, np.float32)
-            for _ in range(2):
-                stream.generate(silence, idle=True)
-        finally:
-            stream.close()
-        return time.perf_counter() - t0
+        """Two chunks of silence at the sessions' default size and prompt (see FlashTalkRuntime.warm_up)."""
+        warm = stream_settings(settings or SessionSettings())
+        with _as_backend_errors():
+            return self.runtime.warm_up(warm)
 
     def open_stream(self, portrait: np.ndarray, settings: SessionSettings,
                     on_stage: StageCallback | None = None) -> FlashTalkStream:
-        motion = settings.motion_frames or StreamSettings.motion_frames
-        try:
-            stream_settings = StreamSettings().with_overrides(
-                width=settings.width, height=settings.height, steps=settings.steps, seed=settings.seed,
-                prompt=settings.prompt, motion_frames=settings.motion_frames,
-                frame_num=settings.chunk_frames + motion if settings.chunk_frames else None,
-                color_correction=settings.color_correction)
-        except ValueError as exc:
-            raise SettingsError(str(exc)) from None
-        with _memory_errors_are_clear(self.pipeline.device):
-            state = self.pipeline.prepare(portrait, stream_settings, on_stage=on_stage)
-        return FlashTalkStream(self.pipeline, state, on_stage)
+        chosen = stream_settings(settings)
+        with _as_backend_errors():
+            state = self.runtime.open(portrait, chosen, on_stage=on_stage)
+        return FlashTalkStream(self.runtime, state, on_stage)
 
     def close(self) -> None:
-        if isinstance(self.pipeline, LeaderPipeline):
-            self.pipeline.shutdown()
-        if self.world:
-            close_rank_world()
-            self.world = None
-        self.pipeline = None
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        self.runtime.close()

@@ -14,8 +14,15 @@ COMMANDS = {"serve": serve, "render": render, "bench": bench, "models": models,
             "doctor": doctor}
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """A usage mistake (an unknown flag, a value outside the choices) is one line and exit 2 too."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flashtalk", description=__doc__.splitlines()[0])
+    parser = OneLineErrorParser(prog="flashtalk", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for module in COMMANDS.values():
         module.add_parser(sub)

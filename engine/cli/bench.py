@@ -1,8 +1,9 @@
 """`flashtalk bench`: per-stage timings, FPS, real-time factor and memory of one backend.
 
-It drives an AvatarStream directly (no socket) with the sample speech, so the numbers are the
-backend's own; transport is measured by `render --metrics-json`. GPU numbers only count when
-taken on a GPU machine (docs/perf-notes.md names the card and the command).
+It drives an AvatarStream directly (no socket) with the sample speech, cut into chunk windows as
+a session cuts them (engine/session/chunk_audio.py), so the numbers are the backend's own;
+transport is measured by `render --metrics-json`. GPU numbers only count when taken on a GPU
+machine (docs/perf-notes.md names the card and the command).
 """
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ from avkit.audio_decode import load_audio
 from avkit.portrait_image import load_portrait
 from avkit.timeline import Timeline
 from engine.backends import create_backend
-from engine.backends.base import BackendError
+from engine.backends.base import Backend, BackendError
 from engine.cli.common import UserError, add_backend_options, backend_options, parse_size
 from engine.cli.render import ASSETS
 from engine.protocol.messages import SessionSettings
+from engine.session.audio_ring import AudioRing
+from engine.session.chunk_audio import chunk_end, context_window
 
 
 def add_parser(sub) -> None:
@@ -34,10 +37,7 @@ def add_parser(sub) -> None:
     p.add_argument("--chunks", type=int, default=20, help="chunks to time after the first")
     p.add_argument("--steps", type=int, help="denoising steps (flashtalk)")
     p.add_argument("--json", type=Path, help="write the full result here")
-    p.add_argument("--random-weights", choices=["14b"],
-                   help="flashtalk: build the 14B model with random weights on the device "
-                        "(--model then only needs the tokenizer, e.g. a `models make-tiny` folder)")
-    add_backend_options(p)
+    add_backend_options(p, "bench")
     p.set_defaults(run=run)
 
 
@@ -47,19 +47,19 @@ def run(args: argparse.Namespace) -> int:
     portrait = load_portrait(args.portrait)
     speech = load_audio(args.audio, timeline.sample_rate)
     settings = SessionSettings(width=width, height=height, steps=args.steps, mode="file")
+    options = backend_options(args)
     try:
         t0 = time.perf_counter()
-        backend = create_backend(args.backend, backend_options(args))
+        backend = create_backend(args.backend, options)
         load_s = time.perf_counter() - t0
-        world = getattr(backend, "world", None)
-        if world is not None and not world.is_leader:  # under torchrun: mirror rank 0's calls
+        if not backend.is_leader:  # under torchrun: mirror rank 0's calls
             backend.follow()
             return 0
         result = measure(backend, portrait, speech, settings, args.chunks, timeline)
     except BackendError as exc:
         raise UserError(str(exc)) from None
     result.update(backend=args.backend, load_s=load_s, host=platform.node(),
-                  gpu=getattr(backend, "device_name", None), options=vars_of(args))
+                  gpu=backend.device_name, options=vars_of(args))
     print(format_table(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -68,21 +68,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def measure(backend, portrait: np.ndarray, speech: np.ndarray, settings: SessionSettings,
+def measure(backend: Backend, portrait: np.ndarray, speech: np.ndarray, settings: SessionSettings,
             chunks: int, timeline: Timeline) -> dict:
     t0 = time.perf_counter()
     stream = backend.open_stream(portrait, settings)
     prepare_s = time.perf_counter() - t0
-    spf = timeline.samples_per_frame
     n = stream.chunk_frames
-    need = (chunks + 1) * n * spf + stream.context_samples
-    audio = np.resize(speech, need)  # loop the speech as long as needed
+    ring = AudioRing(capacity=chunk_end(0, (chunks + 1) * n, timeline), sample_rate=timeline.sample_rate)
+    ring.append(np.resize(speech, ring.capacity))  # the speech, looped as long as needed
     walls, stage_ms = [], {}
     first_chunk_s = 0.0
     for i in range(chunks + 1):
-        end = (i + 1) * n * spf
-        window = audio[max(0, end - stream.context_samples):end]
-        window = np.pad(window, (stream.context_samples - window.size, 0))
+        window = context_window(ring, i * n, n, stream.context_samples, timeline)  # as a session cuts it
         t = time.perf_counter()
         out = stream.generate(window)
         wall = time.perf_counter() - t
@@ -101,7 +98,7 @@ def measure(backend, portrait: np.ndarray, speech: np.ndarray, settings: Session
         "fps": n / steady, "realtime_factor": (n / timeline.fps) / steady,
         "stages_ms": {k: {"median": statistics.median(v), "p95": _p95(v)} for k, v in stage_ms.items()},
         "peak_rss_mb": psutil.Process().memory_info().rss / 2**20,
-        **getattr(stream, "memory_report", dict)(),
+        **stream.memory_report(),
     }
 
 

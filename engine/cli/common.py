@@ -1,46 +1,56 @@
-"""Options and errors shared by the `flashtalk` sub-commands."""
+"""Options and errors shared by the `flashtalk` sub-commands.
+
+The backend options are not written out here: each flag, default, choice and help text comes from
+the BackendOptions field that holds it (engine/protocol/engine_options.py).
+"""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from dataclasses import Field, fields
 
 from engine.backends import DEFAULT_BACKEND, backend_names
-from engine.backends.base import BackendOptions
+from engine.protocol.engine_options import BackendOptions
 
 
 class UserError(Exception):
     """A mistake the user can fix; printed as one line, exit code 2."""
 
 
-def add_backend_options(parser: argparse.ArgumentParser) -> None:
+def add_backend_choice(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=backend_names(), default=DEFAULT_BACKEND,
-                        help="puppet: CPU, no weights; flashtalk: the diffusion model (GPU)")
-    parser.add_argument("--model", type=Path, help="SoulX-FlashTalk-14B folder (flashtalk backend)")
-    parser.add_argument("--wav2vec", type=Path,
-                        help="chinese-wav2vec2-base folder (default: beside --model)")
-    parser.add_argument("--device", help="torch device for flashtalk, e.g. cuda:0 or cpu")
-    parser.add_argument("--gpus", type=int, default=1, help="GPUs for one session (flashtalk)")
-    parser.add_argument("--precision", choices=["bf16", "fp8", "fp32"], default=BackendOptions.precision,
-                        help="flashtalk weights and compute (default: bf16 on a GPU, fp32 on a CPU)")
-    parser.add_argument("--offload", action="store_true",
-                        help="keep idle flashtalk modules on the CPU (fits 48 GB cards, slower)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the DiT and VAE")
-    parser.add_argument("--rank-timeout", type=float, default=BackendOptions.rank_timeout_s, metavar="S",
-                        help="with --gpus N: end the engine when a rank hangs this many seconds")
-    parser.add_argument("--attention", help="flashtalk attention kernel: cudnn, flash, efficient, "
-                        "math, flash_attn (default: the fastest that runs here)")
+                        help="puppet: CPU, no weights; flashtalk: the diffusion model (GPU) "
+                             "(default: %(default)s)")
+
+
+def add_backend_options(parser: argparse.ArgumentParser, command: str) -> None:
+    """--backend and every BackendOptions flag that `command` offers."""
+    add_backend_choice(parser)
+    for option in _offered(command):
+        meta = option.metadata
+        if meta["type"] is bool:
+            parser.add_argument(meta["flag"], dest=_dest(option), action="store_true", help=meta["help"])
+            continue
+        choices = [str(c) for c in meta["choices"]] if meta["choices"] else None  # argparse shows repr()
+        parser.add_argument(meta["flag"], dest=_dest(option), type=meta["type"], default=option.default,
+                            choices=choices, metavar=meta["metavar"], help=meta["help"])
 
 
 def backend_options(args: argparse.Namespace) -> BackendOptions:
-    if args.gpus < 1:
-        raise UserError("--gpus must be at least 1")
-    if not args.rank_timeout > 0:
-        raise UserError("--rank-timeout must be a positive number of seconds")
-    return BackendOptions(model_dir=args.model, wav2vec_dir=args.wav2vec, device=args.device,
-                          gpus=args.gpus, precision=args.precision, offload=args.offload,
-                          compile=args.compile, attention=args.attention,
-                          random_weights=getattr(args, "random_weights", None),
-                          rank_timeout_s=args.rank_timeout)
+    """The BackendOptions the parsed flags say (fields a command does not offer keep their default)."""
+    given = {f.name: getattr(args, _dest(f)) for f in fields(BackendOptions) if hasattr(args, _dest(f))}
+    try:
+        return BackendOptions(**given).check()
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _offered(command: str) -> list[Field]:
+    return [f for f in fields(BackendOptions) if command in f.metadata["commands"]]
+
+
+def _dest(option: Field) -> str:
+    """argparse's attribute for a flag: '--rank-timeout' -> 'rank_timeout'."""
+    return option.metadata["flag"].removeprefix("--").replace("-", "_")
 
 
 MAX_SIDE = 16384  # pixels: beyond every backend's limit, and far inside what the wire's integers carry

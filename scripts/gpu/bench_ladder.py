@@ -23,11 +23,15 @@ import torch
 
 from avkit.audio_decode import load_audio
 from avkit.portrait_image import load_portrait
+from avkit.timeline import Timeline
 from engine.backends.base import BackendOptions
 from engine.backends.flashtalk import FlashTalkBackend
 from engine.flashtalk.model.fp8_linear import FP8Linear, quantize_dit_linears
 from engine.flashtalk.model.vae_compile import compile_vae, vae_is_compiled
+from engine.flashtalk.weights.checkpoint_layout import MODEL_FOLDER
 from engine.protocol.messages import SessionSettings
+from engine.session.audio_ring import AudioRing
+from engine.session.chunk_audio import chunk_end, context_window
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,13 +40,13 @@ def run_variant(backend: FlashTalkBackend, portrait, speech, chunks: int) -> dic
     stream_t0 = time.perf_counter()
     stream = backend.open_stream(portrait, SessionSettings(mode="file"))
     prepare_s = time.perf_counter() - stream_t0
-    n, ctx = stream.chunk_frames, stream.context_samples
-    audio = np.resize(speech, (chunks + 1) * n * 640 + ctx)
+    n, timeline = stream.chunk_frames, Timeline()
+    ring = AudioRing(capacity=chunk_end(0, (chunks + 1) * n, timeline), sample_rate=timeline.sample_rate)
+    ring.append(np.resize(speech, ring.capacity))  # the speech, looped as long as needed
     walls, stages, outputs = [], {}, []
     first = 0.0
     for i in range(chunks + 1):
-        end = (i + 1) * n * 640
-        window = np.pad(audio[max(0, end - ctx):end], (max(0, ctx - end), 0))
+        window = context_window(ring, i * n, n, stream.context_samples, timeline)  # as a session cuts it
         t0 = time.perf_counter()
         res = stream.generate(window)
         wall = time.perf_counter() - t0
@@ -130,13 +134,13 @@ def main() -> None:
     portrait = load_portrait(ROOT / "assets" / "portrait.png")
     speech = load_audio(ROOT / "assets" / "speech.wav")
     t0 = time.perf_counter()
-    backend = FlashTalkBackend(BackendOptions(model_dir=args.tokenizer_root / "SoulX-FlashTalk-14B",
+    backend = FlashTalkBackend(BackendOptions(model_dir=args.tokenizer_root / MODEL_FOLDER,
                                               random_weights="14b", attention="cudnn"))
     results["build_s"] = time.perf_counter() - t0
     baseline = None
-    backend.pipeline.stage_timings = not args.no_stage_timings
+    backend.runtime.pipeline.stage_timings = not args.no_stage_timings
     for variant in args.variants.split(","):
-        setup = apply_variant(backend.pipeline.models, variant)
+        setup = apply_variant(backend.runtime.pipeline.models, variant)
         torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         report, frames = run_variant(backend, portrait, speech, args.chunks)

@@ -5,18 +5,22 @@ import numpy as np
 
 from avkit.audio_decode import load_audio
 from avkit.portrait_image import load_portrait
+from avkit.timeline import Timeline
 from engine.protocol.messages import SessionSettings
+from engine.session.audio_ring import AudioRing
+from engine.session.chunk_audio import context_window
 from tests.conftest import ASSETS
 
 
 def stream_speech_frames(backend, settings: SessionSettings, chunks: int) -> np.ndarray:
     """-> uint8 [chunks, chunk_frames, H, W, 3] for the default portrait saying assets/speech.wav."""
+    timeline = Timeline()
     speech = load_audio(ASSETS / "speech.wav")
+    ring = AudioRing(capacity=speech.size, sample_rate=timeline.sample_rate)
+    ring.append(speech)
     stream = backend.open_stream(load_portrait(ASSETS / "portrait.png"), settings)
-    out = []
-    for i in range(chunks):
-        end = (i + 1) * stream.chunk_frames * 640
-        window = speech[max(0, end - stream.context_samples):end]
-        out.append(stream.generate(np.pad(window, (stream.context_samples - window.size, 0))).frames)
+    n = stream.chunk_frames
+    out = [stream.generate(context_window(ring, i * n, n, stream.context_samples, timeline)).frames
+           for i in range(chunks)]
     stream.close()
     return np.stack(out)

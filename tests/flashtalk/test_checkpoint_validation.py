@@ -14,20 +14,24 @@ from safetensors.torch import load_file, save_file
 
 from engine.flashtalk.model import t5
 from engine.flashtalk.model.dit import FlashTalkDiT
-from engine.flashtalk.weights import CheckpointError, load_dit, make_tiny, validate_model_dir
 from engine.flashtalk.weights.checkpoint_layout import (
     CLIP_CHECKPOINT,
     DIT_CONFIG,
     DIT_INDEX,
+    MODEL_FOLDER,
     T5_CHECKPOINT,
     T5_TOKENIZER,
     VAE_CHECKPOINT,
     WAV2VEC_CONFIG,
+    WAV2VEC_FOLDER,
+    dit_shard_name,
 )
-from engine.flashtalk.weights.tiny_checkpoint import shard_name
+from engine.flashtalk.weights.checkpoint_validation import CheckpointError, validate_model_dir
+from engine.flashtalk.weights.dit_loader import load_dit
+from engine.flashtalk.weights.tiny_checkpoint import make_tiny
 from engine.flashtalk.weights.tiny_encoders import random_state_dict
 
-SHARD1, SHARD2 = shard_name(1, 2), shard_name(2, 2)
+SHARD1, SHARD2 = dit_shard_name(1, 2), dit_shard_name(2, 2)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +45,7 @@ def pristine(tmp_path_factory) -> Path:
 def folders(pristine, tmp_path) -> tuple[Path, Path]:
     """A private copy of the tiny checkpoint to damage."""
     shutil.copytree(pristine, tmp_path / "ckpt")
-    return tmp_path / "ckpt" / "SoulX-FlashTalk-14B", tmp_path / "ckpt" / "chinese-wav2vec2-base"
+    return tmp_path / "ckpt" / MODEL_FOLDER, tmp_path / "ckpt" / WAV2VEC_FOLDER
 
 
 def assert_rejected(model_dir: Path, wav2vec_dir: Path, culprit: Path, *words: str) -> str:

@@ -23,7 +23,7 @@ from tests.conftest import EngineProcess  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from engine.flashtalk.weights import make_tiny
+    from engine.flashtalk.weights.tiny_checkpoint import make_tiny
     return make_tiny(tmp_path_factory.mktemp("tiny"), seed=0)[0]
 
 
@@ -36,7 +36,7 @@ def backend(tiny_model):
 
 
 def test_the_default_precision_on_a_cpu_is_fp32_for_every_network(backend):
-    models = backend.pipeline.models
+    models = backend.runtime.pipeline.models
     assert backend.precision == "fp32"
     for name, net in (("dit", models.dit), ("vae", models.vae.model), ("clip", models.clip),
                       ("text encoder", models.text_encoder.model)):
@@ -48,7 +48,7 @@ def test_an_explicit_precision_still_wins(tiny_model):
     from engine.backends.flashtalk import FlashTalkBackend
     bf16 = FlashTalkBackend(BackendOptions(model_dir=tiny_model, device="cpu", precision="bf16"))
     try:
-        assert bf16.precision == "bf16" and next(bf16.pipeline.models.dit.parameters()).dtype == torch.bfloat16
+        assert bf16.precision == "bf16" and next(bf16.runtime.pipeline.models.dit.parameters()).dtype == torch.bfloat16
     finally:
         bf16.close()
 

@@ -9,14 +9,12 @@ pytest.importorskip("transformers")
 import numpy as np  # noqa: E402
 
 from engine.flashtalk.model.clip import (  # noqa: E402
-    CLIP_CHECKPOINT_NAME,
     CLIP_MEAN,
     CLIP_STD,
     CLIPVisual,
     official_clip_visual_key_shapes,
 )
 from engine.flashtalk.model.t5 import (  # noqa: E402
-    T5_CHECKPOINT_NAME,
     T5RelativeBias,
     T5TextEncoder,
     UMT5Config,
@@ -24,12 +22,14 @@ from engine.flashtalk.model.t5 import (  # noqa: E402
 )
 from engine.flashtalk.model.tiny_sizes import TINY  # noqa: E402
 from engine.flashtalk.model.wav2vec import Wav2VecFeatures, normalize_loudness  # noqa: E402
-from engine.flashtalk.weights.tiny_encoders import (  # noqa: E402
-    CLIP_TOKENIZER_DIR,
-    T5_TOKENIZER_DIR,
-    VAE_CHECKPOINT_NAME,
-    write_tiny_encoders,
+from engine.flashtalk.weights.checkpoint_layout import (  # noqa: E402
+    CLIP_CHECKPOINT,
+    CLIP_TOKENIZER,
+    T5_CHECKPOINT,
+    T5_TOKENIZER,
+    VAE_CHECKPOINT,
 )
+from engine.flashtalk.weights.tiny_encoders import write_tiny_encoders  # noqa: E402
 
 PROMPT = "A person is talking. Only the foreground characters are moving, the background remains static."
 
@@ -44,7 +44,7 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def t5(tiny):
     model_dir = tiny / "model"
-    return T5TextEncoder.from_official(model_dir / T5_CHECKPOINT_NAME, model_dir / T5_TOKENIZER_DIR)
+    return T5TextEncoder.from_official(model_dir / T5_CHECKPOINT, model_dir / T5_TOKENIZER)
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +56,15 @@ def wav2vec(tiny):
 
 def test_tiny_files_have_the_official_layout(tiny):
     model_dir = tiny / "model"
-    for name in (VAE_CHECKPOINT_NAME, CLIP_CHECKPOINT_NAME, T5_CHECKPOINT_NAME):
+    for name in (VAE_CHECKPOINT, CLIP_CHECKPOINT, T5_CHECKPOINT):
         assert (model_dir / name).is_file()
-    for folder in (T5_TOKENIZER_DIR, CLIP_TOKENIZER_DIR):
+    for folder in (T5_TOKENIZER, CLIP_TOKENIZER):
         assert (model_dir / folder / "tokenizer.json").is_file()
     assert (tiny / "wav2vec" / "config.json").is_file()
     assert (tiny / "wav2vec" / "preprocessor_config.json").is_file()
-    clip_sd = torch.load(model_dir / CLIP_CHECKPOINT_NAME, weights_only=True)
+    clip_sd = torch.load(model_dir / CLIP_CHECKPOINT, weights_only=True)
     assert "log_scale" in clip_sd and any(k.startswith("textual.blocks.") for k in clip_sd)
-    t5_sd = torch.load(model_dir / T5_CHECKPOINT_NAME, weights_only=True)
+    t5_sd = torch.load(model_dir / T5_CHECKPOINT, weights_only=True)
     assert t5_sd["token_embedding.weight"].dtype == torch.bfloat16
     assert set(t5_sd) == set(official_t5_key_shapes(UMT5Config(
         vocab=TINY.t5_vocab, dim=TINY.t5_dim, attn_dim=TINY.t5_dim, ffn_dim=TINY.t5_ffn_dim,
@@ -82,31 +82,31 @@ def test_the_14b_clip_layout_has_the_documented_shapes():
 # -- CLIP ----------------------------------------------------------------------------------------
 
 def test_clip_gives_the_31_of_32_block_tokens(tiny):
-    clip = CLIPVisual.from_official(tiny / "model" / CLIP_CHECKPOINT_NAME, "cpu", torch.float32)
+    clip = CLIPVisual.from_official(tiny / "model" / CLIP_CHECKPOINT, "cpu", torch.float32)
     assert len(clip.transformer) == TINY.clip_layers - 1
     image = torch.rand(2, 3, 96, 64) * 2 - 1
     tokens = clip.encode_image(image)
     assert tokens.shape == (2, TINY.clip_tokens, TINY.clip_dim)
     assert torch.isfinite(tokens).all()
-    default = CLIPVisual.from_official(tiny / "model" / CLIP_CHECKPOINT_NAME)
+    default = CLIPVisual.from_official(tiny / "model" / CLIP_CHECKPOINT)
     assert default.encode_image(image.to(torch.bfloat16)).dtype == torch.float16
 
 
 def test_clip_ignores_the_last_block_post_norm_and_head(tiny, tmp_path):
-    path = tiny / "model" / CLIP_CHECKPOINT_NAME
+    path = tiny / "model" / CLIP_CHECKPOINT
     sd = torch.load(path, weights_only=True)
     last = f"visual.transformer.{TINY.clip_layers - 1}."
     changed = {k: (v + 1 if k.startswith((last, "visual.post_norm", "visual.head")) else v)
                for k, v in sd.items()}
-    torch.save(changed, tmp_path / CLIP_CHECKPOINT_NAME)
+    torch.save(changed, tmp_path / CLIP_CHECKPOINT)
     image = torch.rand(1, 3, 64, 64) * 2 - 1
     a = CLIPVisual.from_official(path, "cpu", torch.float32).encode_image(image)
-    b = CLIPVisual.from_official(tmp_path / CLIP_CHECKPOINT_NAME, "cpu", torch.float32).encode_image(image)
+    b = CLIPVisual.from_official(tmp_path / CLIP_CHECKPOINT, "cpu", torch.float32).encode_image(image)
     assert torch.equal(a, b)
 
 
 def test_clip_preprocessing_squashes_to_224_and_applies_clip_statistics(tiny):
-    clip = CLIPVisual.from_official(tiny / "model" / CLIP_CHECKPOINT_NAME, "cpu", torch.float32)
+    clip = CLIPVisual.from_official(tiny / "model" / CLIP_CHECKPOINT, "cpu", torch.float32)
     image = torch.full((1, 3, 50, 120), 0.2)
     image[:, :, :, :20] = -0.6                    # a dark left edge: a centre crop would cut it off
     x = clip.preprocess(image)
@@ -117,7 +117,7 @@ def test_clip_preprocessing_squashes_to_224_and_applies_clip_statistics(tiny):
 
 
 def test_clip_checkpoint_without_text_tower_is_refused(tiny, tmp_path):
-    sd = torch.load(tiny / "model" / CLIP_CHECKPOINT_NAME, weights_only=True)
+    sd = torch.load(tiny / "model" / CLIP_CHECKPOINT, weights_only=True)
     visual_only = {k: v for k, v in sd.items() if k.startswith("visual.")}
     torch.save(visual_only, tmp_path / "clip.pth")
     with pytest.raises(ValueError, match="no text tower"):
@@ -156,11 +156,11 @@ def test_t5_relative_position_buckets_match_transformers():
 
 
 def test_t5_checkpoint_with_a_missing_layer_is_refused(tiny, tmp_path):
-    sd = torch.load(tiny / "model" / T5_CHECKPOINT_NAME, weights_only=True)
+    sd = torch.load(tiny / "model" / T5_CHECKPOINT, weights_only=True)
     del sd["blocks.0.ffn.gate.0.weight"]
-    torch.save(sd, tmp_path / T5_CHECKPOINT_NAME)
+    torch.save(sd, tmp_path / T5_CHECKPOINT)
     with pytest.raises(ValueError, match="missing keys.*gate"):
-        T5TextEncoder.from_official(tmp_path / T5_CHECKPOINT_NAME, tiny / "model" / T5_TOKENIZER_DIR)
+        T5TextEncoder.from_official(tmp_path / T5_CHECKPOINT, tiny / "model" / T5_TOKENIZER)
 
 
 # -- wav2vec2 ------------------------------------------------------------------------------------

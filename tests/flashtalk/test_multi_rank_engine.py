@@ -7,6 +7,7 @@ and a rank that hangs makes the others' collectives fail after the group timeout
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from engine.backends.base import BackendOptions
+from engine.cli.torchrun_launch import torchrun_argv
 from engine.protocol.messages import SessionSettings
 from tests.conftest import ROOT
 from tests.flashtalk.gloo_world import run_on_gloo_world
@@ -31,7 +33,7 @@ CHUNKS = 2
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    from engine.flashtalk.weights import make_tiny
+    from engine.flashtalk.weights.tiny_checkpoint import make_tiny
     return make_tiny(tmp_path_factory.mktemp("tiny"), seed=0)[0]
 
 
@@ -43,7 +45,7 @@ def _engine_rank(rank: int, world_size: int, model_dir: Path, precision: str = "
     from engine.backends.flashtalk import FlashTalkBackend
     backend = FlashTalkBackend(BackendOptions(model_dir=model_dir, device="cpu", gpus=world_size,
                                               precision=precision))
-    models = backend.pipeline.models
+    models = backend.runtime.pipeline.models
     # Each rank must really work on its slice: sequence-parallel DiT, band-parallel VAE.
     assert models.parallel is not None and models.parallel.world_size == world_size
     assert type(models.vae).__name__ == "ParallelVAE"
@@ -125,3 +127,15 @@ def test_serve_gpus_runs_under_torchrun_and_ends_when_a_rank_dies(model_dir, tmp
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_bench_gpus_under_torchrun_measures_on_rank_0_while_rank_1_follows(model_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    argv = torchrun_argv(2, ["bench", "--backend", "flashtalk", "--model", str(model_dir), "--device", "cpu",
+                             "--gpus", "2", "--size", "64x64", "--chunks", "1", "--json", str(out)])
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert (report["width"], report["height"], report["chunk_frames"]) == (64, 64, 28)
+    assert report["options"]["gpus"] == 2 and report["fps"] > 0

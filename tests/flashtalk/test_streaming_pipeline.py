@@ -1,6 +1,7 @@
 """The streaming FlashTalk pipeline on a tiny official-layout checkpoint, on the CPU."""
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from avkit.mp4_writer import probe_mp4  # noqa: E402
 from engine.backends.base import BackendOptions, BackendUnavailable, SettingsError  # noqa: E402
 from engine.flashtalk.pipeline.color_correction import lab_to_rgb, match_colors, rgb_to_lab  # noqa: E402
 from engine.flashtalk.pipeline.timesteps import sampling_timesteps  # noqa: E402
+from engine.flashtalk.weights.checkpoint_layout import MODEL_FOLDER  # noqa: E402
 from engine.protocol.messages import SessionSettings  # noqa: E402
 from tests.conftest import ASSETS, ROOT  # noqa: E402
 
@@ -22,7 +24,7 @@ SIZE = dict(width=64, height=64)
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory):
-    from engine.flashtalk.weights import make_tiny
+    from engine.flashtalk.weights.tiny_checkpoint import make_tiny
     root = tmp_path_factory.mktemp("tiny")
     make_tiny(root, seed=0)
     return root
@@ -31,7 +33,7 @@ def tiny_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def backend(tiny_root):
     from engine.backends.flashtalk import FlashTalkBackend
-    return FlashTalkBackend(BackendOptions(model_dir=tiny_root / "SoulX-FlashTalk-14B", device="cpu"))
+    return FlashTalkBackend(BackendOptions(model_dir=tiny_root / MODEL_FOLDER, device="cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +120,13 @@ def test_bad_settings_are_one_line_errors(backend, portrait):
         backend.open_stream(portrait, SessionSettings(chunk_frames=27, **SIZE))
 
 
+def test_stream_settings_come_with_each_session_only(backend):
+    """The pipeline once kept engine-wide `defaults` that nothing read; each session brings its own."""
+    from engine.flashtalk.pipeline.streaming import StreamingPipeline
+    assert "defaults" not in inspect.signature(StreamingPipeline).parameters
+    assert not hasattr(backend.runtime.pipeline, "defaults")
+
+
 def test_missing_model_dir_is_a_clear_error(tmp_path):
     from engine.backends.flashtalk import FlashTalkBackend
     with pytest.raises(BackendUnavailable, match="--model"):
@@ -131,7 +140,7 @@ def test_render_through_the_flashtalk_backend(tiny_root, tmp_path):
     subprocess.run(["sox", str(ASSETS / "speech.wav"), str(speech), "trim", "0", "2.5"], check=True)
     out, metrics = tmp_path / "ft.mp4", tmp_path / "ft.json"
     result = subprocess.run([sys.executable, "-m", "engine", "render", "--quiet", "--backend", "flashtalk",
-                             "--model", str(tiny_root / "SoulX-FlashTalk-14B"), "--device", "cpu",
+                             "--model", str(tiny_root / MODEL_FOLDER), "--device", "cpu",
                              "--size", "64x64", "--audio", str(speech), "--out", str(out),
                              "--metrics-json", str(metrics)], capture_output=True, text=True, cwd=ROOT,
                             timeout=600)

@@ -23,7 +23,7 @@ SMALL = SessionSettings(width=112, height=80, chunk_frames=8, seed=3)
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    from engine.flashtalk.weights import make_tiny
+    from engine.flashtalk.weights.tiny_checkpoint import make_tiny
     return make_tiny(tmp_path_factory.mktemp("tiny"), seed=0)[0]
 
 
@@ -37,7 +37,7 @@ def test_warm_up_caches_the_prompt_and_changes_no_frame(model_dir):
     backend = FlashTalkBackend(BackendOptions(model_dir=model_dir, device="cpu"))
     assert not backend.warms_up_by_default  # a CPU engine starts at once
     text_passes = []
-    backend.pipeline.models.text_encoder.model.register_forward_hook(lambda *_: text_passes.append(1))
+    backend.runtime.pipeline.models.text_encoder.model.register_forward_hook(lambda *_: text_passes.append(1))
     assert backend.warm_up(SMALL) > 0
     assert len(text_passes) == 1
     warm = _session_frames(backend)

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from avkit.timeline import SAMPLE_RATE, Timeline
+
 
 @dataclass(frozen=True)
 class AudioDriveConfig:
-    sample_rate: int = 16_000
-    samples_per_frame: int = 640  # 25 fps
+    sample_rate: int = SAMPLE_RATE
+    samples_per_frame: int = Timeline().samples_per_frame
     window: int = 1024  # analysis window ending at each frame's last sample (64 ms)
     silence_db: float = -52.0  # absolute level (dBFS, windowed RMS) below which nobody speaks
     gate_open_above_floor_db: float = 15.0  # the gate opens this far above the noise floor ...

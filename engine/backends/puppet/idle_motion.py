@@ -9,10 +9,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from avkit.timeline import FPS
+
 
 @dataclass(frozen=True)
 class IdleMotionConfig:
-    fps: int = 25
+    fps: int = FPS
     blink_interval_s: tuple[float, float] = (2.0, 6.0)  # uniform gap between blinks
     first_blink_s: tuple[float, float] = (0.8, 2.5)
     double_blink_chance: float = 0.15

@@ -21,12 +21,14 @@ import torch
 import torch.distributed as dist
 
 FOLLOWER_IDLE_TIMEOUT = timedelta(days=365)  # followers wait for the next command this long
-TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")  # set by torchrun
 
 
-def launched_by_torchrun() -> bool:
-    """True inside a process started by torchrun / torch.distributed.run."""
-    return all(name in os.environ for name in TORCHRUN_VARIABLES)
+def rank_environment_world_size() -> int | None:
+    """The job's world size when torchrun's rank variables are all set (the job can be joined), else None."""
+    if not all(name in os.environ for name in RANK_VARIABLES):
+        return None
+    return int(os.environ["WORLD_SIZE"])
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class RankWorld:
 
 def init_rank_world(device_type: str, timeout_s: float) -> RankWorld:
     """Join the torchrun job: one GPU per local rank (NCCL), or the CPU (gloo) for tests."""
-    if not launched_by_torchrun():
+    if rank_environment_world_size() is None:
         raise RuntimeError("not started by torchrun: RANK/WORLD_SIZE/LOCAL_RANK/MASTER_* are not set")
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ["LOCAL_RANK"])

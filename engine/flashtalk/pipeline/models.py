@@ -18,12 +18,7 @@ from engine.flashtalk.model.t5 import T5TextEncoder, UMT5Config, UMT5Encoder
 from engine.flashtalk.model.vae import WanVAE, WanVAEConfig, build_diffusers_vae
 from engine.flashtalk.model.wav2vec import Wav2VecFeatures, normalize_loudness
 from engine.flashtalk.parallel.sequence_parallel import SequenceParallel
-
-# File names of the official layout (FLASHTALK_MODEL.md section 2).
-T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
-T5_TOKENIZER = "google/umt5-xxl"
-CLIP_FILE = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
-VAE_FILE = "Wan2.1_VAE.pth"
+from engine.flashtalk.weights.checkpoint_layout import CLIP_CHECKPOINT, T5_CHECKPOINT, T5_TOKENIZER, VAE_CHECKPOINT
 
 
 @dataclass
@@ -44,7 +39,7 @@ class FlashTalkModels:
     @classmethod
     def from_checkpoint(cls, model_dir: Path, wav2vec_dir: Path, device: torch.device,
                         dtype: torch.dtype = torch.bfloat16) -> FlashTalkModels:
-        """Load the official layout (validated beforehand by weights.validate_model_dir)."""
+        """Load the official layout (validated beforehand by checkpoint_validation.validate_model_dir)."""
         from transformers.utils import logging as hf_logging
 
         from engine.flashtalk.weights.dit_loader import load_dit
@@ -52,9 +47,9 @@ class FlashTalkModels:
         hf_logging.disable_progress_bar()  # the engine reports its own load time
         clip_dtype, text_dtype = encoder_dtypes(torch.device(device))
         dit = load_dit(model_dir, device=device, dtype=dtype)
-        vae = WanVAE.from_official(model_dir / VAE_FILE, device=device, dtype=dtype)
-        clip = CLIPVisual.from_official(model_dir / CLIP_FILE, device=device, dtype=clip_dtype)
-        text = T5TextEncoder.from_official(model_dir / T5_FILE, model_dir / T5_TOKENIZER, device="cpu",
+        vae = WanVAE.from_official(model_dir / VAE_CHECKPOINT, device=device, dtype=dtype)
+        clip = CLIPVisual.from_official(model_dir / CLIP_CHECKPOINT, device=device, dtype=clip_dtype)
+        text = T5TextEncoder.from_official(model_dir / T5_CHECKPOINT, model_dir / T5_TOKENIZER, device="cpu",
                                            dtype=text_dtype)
         audio = Wav2VecFeatures.from_dir(wav2vec_dir, device=device)
         return cls(dit, vae, clip, text, audio, device, dtype)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from avkit.timeline import FPS, SAMPLE_RATE
+
 DEFAULT_PROMPT = ("A person is talking. Only the foreground characters are moving, "
                   "the background remains static.")
 VAE_STRIDE = (4, 8, 8)  # (t, h, w) latent stride of the Wan VAE
@@ -21,8 +23,8 @@ class StreamSettings:
     audio_cache_s: int = 8  # rolling audio window re-encoded each chunk
     seed: int = 9999
     prompt: str = DEFAULT_PROMPT
-    fps: int = 25
-    sample_rate: int = 16_000
+    fps: int = FPS
+    sample_rate: int = SAMPLE_RATE
 
     @property
     def new_frames(self) -> int:

@@ -94,10 +94,8 @@ class StageTimer:
 class StreamingPipeline:
     """stage_timings=False: generate() returns no per-stage times and adds no synchronisation."""
 
-    def __init__(self, models: FlashTalkModels, defaults: StreamSettings = StreamSettings(),
-                 stage_timings: bool = True):
+    def __init__(self, models: FlashTalkModels, stage_timings: bool = True):
         self.models = models
-        self.defaults = defaults
         self.device = models.device
         self.dtype = models.dtype
         self.stage_timings = stage_timings

@@ -1,6 +1,5 @@
-"""Checkpoints: the official folder layout, its validation, DiT loading, tiny test checkpoints."""
-from engine.flashtalk.weights.checkpoint_layout import CheckpointError, validate_model_dir
-from engine.flashtalk.weights.dit_loader import load_dit
-from engine.flashtalk.weights.tiny_checkpoint import make_tiny
+"""Checkpoints: the official folder layout (torch-free names), its validation, DiT loading, tiny test checkpoints.
 
-__all__ = ["CheckpointError", "load_dit", "make_tiny", "validate_model_dir"]
+Import the module you need; this package face imports nothing, so reading the layout's names
+(the doctor does, on installs without torch) never pulls in torch.
+"""

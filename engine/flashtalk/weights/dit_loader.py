@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 
 from engine.flashtalk.model.dit import FlashTalkDiT
-from engine.flashtalk.weights.checkpoint_layout import CheckpointError, dit_shard_files, meta_dit, validate_dit
+from engine.flashtalk.weights.checkpoint_validation import CheckpointError, dit_shard_files, meta_dit, validate_dit
 
 
 def load_dit(model_dir: Path, device: torch.device | str, dtype: torch.dtype = torch.bfloat16,

@@ -13,17 +13,10 @@ import torch
 from safetensors.torch import save_file
 
 from engine.flashtalk.model.dit import FlashTalkDiT
-from engine.flashtalk.weights.checkpoint_layout import DIT_INDEX
+from engine.flashtalk.weights.checkpoint_layout import DIT_INDEX, MODEL_FOLDER, WAV2VEC_FOLDER, dit_shard_name
 from engine.flashtalk.weights.tiny_encoders import random_state_dict, write_tiny_encoders
 
-MODEL_FOLDER = "SoulX-FlashTalk-14B"
-WAV2VEC_FOLDER = "chinese-wav2vec2-base"
 TINY_SHARDS = 2
-
-
-def shard_name(index: int, count: int) -> str:
-    """diffusers' shard file name, 1-based: diffusion_pytorch_model-00001-of-00002.safetensors."""
-    return f"diffusion_pytorch_model-{index:05d}-of-{count:05d}.safetensors"
 
 
 def write_tiny_dit(model_dir: Path, seed: int = 0, dtype: torch.dtype = torch.bfloat16) -> None:
@@ -39,7 +32,7 @@ def write_tiny_dit(model_dir: Path, seed: int = 0, dtype: torch.dtype = torch.bf
     per_shard = -(-len(names) // TINY_SHARDS)
     weight_map = {}
     for i in range(TINY_SHARDS):
-        filename = shard_name(i + 1, TINY_SHARDS)
+        filename = dit_shard_name(i + 1, TINY_SHARDS)
         part = {k: state[k].contiguous() for k in names[i * per_shard:(i + 1) * per_shard]}
         save_file(part, str(model_dir / filename), metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(part, filename))

@@ -13,21 +13,25 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
+from avkit.timeline import SAMPLE_RATE
 from engine.flashtalk.model.clip import (
-    CLIP_CHECKPOINT_NAME,
     CLIPTextualConfig,
     CLIPVisualConfig,
     official_clip_textual_key_shapes,
     official_clip_visual_key_shapes,
 )
 from engine.flashtalk.model.state_dict_check import Shapes
-from engine.flashtalk.model.t5 import T5_CHECKPOINT_NAME, UMT5Config, official_t5_key_shapes
+from engine.flashtalk.model.t5 import UMT5Config, official_t5_key_shapes
 from engine.flashtalk.model.tiny_sizes import TINY, TinySizes
 from engine.flashtalk.model.vae import official_vae_key_shapes
+from engine.flashtalk.weights.checkpoint_layout import (
+    CLIP_CHECKPOINT,
+    CLIP_TOKENIZER,
+    T5_CHECKPOINT,
+    T5_TOKENIZER,
+    VAE_CHECKPOINT,
+)
 
-VAE_CHECKPOINT_NAME = "Wan2.1_VAE.pth"
-T5_TOKENIZER_DIR = "google/umt5-xxl"
-CLIP_TOKENIZER_DIR = "xlm-roberta-large"
 CLIP_LOGIT_SCALE = math.log(1 / 0.07)
 TOKENIZER_VOCAB = 200
 TOKENIZER_CORPUS = (
@@ -114,7 +118,7 @@ def write_tiny_wav2vec(folder: Path, sizes: TinySizes, seed: int) -> None:
         torch.manual_seed(seed)
         model = Wav2Vec2Model(config)
     model.save_pretrained(str(folder))
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
                              do_normalize=True, return_attention_mask=False).save_pretrained(str(folder))
 
 
@@ -124,17 +128,17 @@ def write_tiny_encoders(model_dir: Path, wav2vec_dir: Path, seed: int = 0,
     model_dir, wav2vec_dir = Path(model_dir), Path(wav2vec_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     wav2vec_dir.mkdir(parents=True, exist_ok=True)
-    write_umt5_tokenizer(model_dir / T5_TOKENIZER_DIR)
-    xlm = write_xlm_roberta_tokenizer(model_dir / CLIP_TOKENIZER_DIR)
+    write_umt5_tokenizer(model_dir / T5_TOKENIZER)
+    xlm = write_xlm_roberta_tokenizer(model_dir / CLIP_TOKENIZER)
 
     vae = official_vae_key_shapes(z_dim=sizes.vae_z_dim, base_dim=sizes.vae_base_dim)
-    torch.save(random_state_dict(vae, seed), model_dir / VAE_CHECKPOINT_NAME)
+    torch.save(random_state_dict(vae, seed), model_dir / VAE_CHECKPOINT)
 
     visual, textual = tiny_clip_configs(sizes, text_vocab=len(xlm))
     clip = {**official_clip_visual_key_shapes(visual), **official_clip_textual_key_shapes(textual)}
-    torch.save(random_state_dict(clip, seed + 1), model_dir / CLIP_CHECKPOINT_NAME)
+    torch.save(random_state_dict(clip, seed + 1), model_dir / CLIP_CHECKPOINT)
 
     t5 = official_t5_key_shapes(tiny_t5_config(sizes))
-    torch.save(random_state_dict(t5, seed + 2, torch.bfloat16), model_dir / T5_CHECKPOINT_NAME)
+    torch.save(random_state_dict(t5, seed + 2, torch.bfloat16), model_dir / T5_CHECKPOINT)
 
     write_tiny_wav2vec(wav2vec_dir, sizes, seed + 3)

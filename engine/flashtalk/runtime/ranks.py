@@ -13,8 +13,6 @@ step), so later sessions get a one-line "restart the engine" error instead of a 
 from __future__ import annotations
 
 import functools
-import os
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,16 +21,27 @@ from typing import Any
 import numpy as np
 import torch.distributed as dist
 
-from engine.backends.base import BackendUnavailable
-from engine.flashtalk.parallel.parallel_vae import ParallelVAE
-from engine.flashtalk.parallel.process_group import RankWorld, sequence_parallel_groups
-from engine.flashtalk.parallel.usp import UnifiedSequenceParallel
-from engine.flashtalk.pipeline.models import FlashTalkModels
+from engine.flashtalk.parallel.process_group import RankWorld, init_rank_world, rank_environment_world_size
 from engine.flashtalk.pipeline.settings import StreamSettings
 from engine.flashtalk.pipeline.streaming import StreamingPipeline, StreamState
+from engine.flashtalk.runtime.errors import FlashTalkUnavailable
 
-TORCHRUN_MODULE = "torch.distributed.run"
-EXIT_GRACE_S = 5.0  # after SIGTERM, a rank stuck in a collective is ended this much later
+
+def join_ranks(gpus: int, device_type: str, timeout_s: float) -> RankWorld | None:
+    """Join torchrun's job when this engine spans several ranks (--gpus N, or torchrun's N > 1).
+
+    None on one rank. The world size is torchrun's; --gpus must agree with it (or be left at 1).
+    """
+    ranks = rank_environment_world_size()  # None: not started by torchrun
+    if gpus == 1 and ranks in (None, 1):
+        return None
+    if ranks is None:
+        raise FlashTalkUnavailable(f"--gpus {gpus} needs one process per GPU: start it with "
+                                   f"`flashtalk serve --gpus {gpus}` or torchrun --nproc-per-node {gpus} "
+                                   "-m engine serve ...")
+    if gpus not in (1, ranks):
+        raise FlashTalkUnavailable(f"--gpus {gpus} but torchrun started {ranks} processes: make them equal")
+    return init_rank_world(device_type, timeout_s)
 
 
 @dataclass(frozen=True)
@@ -57,14 +66,6 @@ class CommandChannel:
         box = [None]
         dist.broadcast_object_list(box, src=0, group=self.world.commands)
         return box[0]
-
-
-def parallelize(models: FlashTalkModels, world: RankWorld) -> FlashTalkModels:
-    """Give the models sequence-parallel attention and the band-parallel VAE over `world`."""
-    groups = sequence_parallel_groups(world.compute, models.dit.config.num_heads)
-    models.parallel = UnifiedSequenceParallel(groups)
-    models.vae = ParallelVAE(models.vae, world.compute, world.rank, world.world_size)
-    return models
 
 
 class LeaderPipeline:
@@ -113,7 +114,7 @@ class LeaderPipeline:
 
     def _run(self, command: Command, call, *args):
         if self._broken is not None:
-            raise BackendUnavailable(f"a GPU rank failed earlier ({self._broken}); restart the engine")
+            raise FlashTalkUnavailable(f"a GPU rank failed earlier ({self._broken}); restart the engine")
         self.channel.send(command)
         try:
             return call(*args)
@@ -137,30 +138,3 @@ def follow(pipeline: StreamingPipeline, channel: CommandChannel) -> None:
             return
         else:
             raise RuntimeError(f"unknown engine command {command.name!r}")
-
-
-def torchrun_argv(nproc: int, engine_args: list[str]) -> list[str]:
-    """The command line that runs `python -m engine <engine_args>` on `nproc` local ranks."""
-    return [sys.executable, "-m", TORCHRUN_MODULE, "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "engine", *engine_args]
-
-
-def relaunch_under_torchrun(nproc: int, engine_args: list[str]) -> None:
-    """Replace this process by torchrun running the same engine command on `nproc` ranks.
-
-    torchrun then owns the ranks: it forwards SIGTERM/SIGINT to them and, when one dies, stops
-    the others and exits non-zero.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default, set here to silence its warning
-    argv = torchrun_argv(nproc, engine_args)
-    os.execv(argv[0], argv)
-
-
-def arm_exit_timer(seconds: float = EXIT_GRACE_S) -> None:
-    """Hard-exit later if a clean shutdown is stuck (e.g. in a collective with a dead rank)."""
-    timer = threading.Timer(seconds, os._exit, args=(1,))
-    timer.daemon = True
-    timer.start()

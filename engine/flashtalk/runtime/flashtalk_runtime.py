@@ -1,0 +1,108 @@
+"""One engine's FlashTalk, from its options to chunks: ranks joined, precision chosen, models assembled.
+
+On one rank it runs the streaming pipeline itself. Over several (torchrun), rank 0 leads: each of
+its calls is mirrored on the followers, which spend their life in `follow()`. Memory errors
+anywhere in a call come out as FlashTalkOutOfMemory; every other failure a person can act on as
+FlashTalkUnavailable.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from engine.flashtalk.parallel.process_group import close_rank_world
+from engine.flashtalk.pipeline.settings import StreamSettings
+from engine.flashtalk.pipeline.streaming import StreamingPipeline, StreamState
+from engine.flashtalk.runtime.assembly import assemble_models
+from engine.flashtalk.runtime.out_of_memory import memory_errors_are_clear
+from engine.flashtalk.runtime.precision import resolve_precision
+from engine.flashtalk.runtime.ranks import CommandChannel, LeaderPipeline, follow, join_ranks
+from engine.protocol.engine_options import BackendOptions
+
+WARM_UP_PORTRAIT = 512  # pixels, square; resized to the session size like any portrait
+WARM_UP_CHUNKS = 2  # chunk 0 encodes 1 motion frame, later chunks 5: both graphs get built
+
+
+class FlashTalkRuntime:
+    def __init__(self, options: BackendOptions):
+        device_type = torch.device(options.device).type if options.device else (
+            "cuda" if torch.cuda.is_available() else "cpu")
+        self.world = join_ranks(options.gpus, device_type, options.rank_timeout_s)  # None on one rank
+        self.device = self.world.device if self.world else torch.device(options.device or device_type)
+        self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        self.precision = resolve_precision(options.precision, self.device)
+        t0 = time.perf_counter()
+        models = assemble_models(options, self.precision, self.device, self.world)
+        self.load_s = time.perf_counter() - t0
+        self.pipeline = StreamingPipeline(models)
+        self._leader: LeaderPipeline | None = None
+        if self.world and self.world.is_leader:
+            self._leader = LeaderPipeline(self.pipeline, CommandChannel(self.world))
+
+    @property
+    def is_leader(self) -> bool:
+        """True on one rank and on rank 0; a follower's only call is `follow()`."""
+        return self.world is None or self.world.is_leader
+
+    # -- the leader's calls (mirrored on the followers) ------------------------------------------
+    def open(self, portrait: np.ndarray, settings: StreamSettings,
+             on_stage: Callable[[str], None] | None = None) -> StreamState:
+        """portrait uint8 [H, W, 3] -> the session's state (CLIP, umT5 and VAE encodings)."""
+        with memory_errors_are_clear(self.device):
+            return (self._leader or self.pipeline).prepare(portrait, settings, on_stage=on_stage)
+
+    def generate(self, state: StreamState, window: np.ndarray,
+                 on_stage: Callable[[str], None] | None = None) -> tuple[np.ndarray, dict[str, float]]:
+        """window float32 [settings.window_samples] -> (uint8 [new_frames, H, W, 3], stage -> ms)."""
+        with memory_errors_are_clear(self.device):
+            return (self._leader or self.pipeline).generate(state, window, on_stage=on_stage)
+
+    def release(self, state: StreamState) -> None:
+        """Forget a session's state (on every rank) and give its device memory back."""
+        if self._leader is not None:
+            self._leader.release(state)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def warm_up(self, settings: StreamSettings) -> float:
+        """Seconds spent on two chunks of silence on a plain picture, at `settings`.
+
+        The first session then meets a cached prompt (no umT5 pass), tuned kernels and, with
+        --compile, every graph already built.
+        """
+        t0 = time.perf_counter()
+        rows = np.linspace(64, 192, WARM_UP_PORTRAIT, dtype=np.uint8)
+        portrait = np.repeat(np.repeat(rows[:, None, None], WARM_UP_PORTRAIT, 1), 3, 2)  # [H, W, 3]
+        state = self.open(portrait, settings)
+        try:
+            silence = np.zeros(settings.window_samples, np.float32)
+            for _ in range(WARM_UP_CHUNKS):
+                self.generate(state, silence)
+        finally:
+            self.release(state)
+        return time.perf_counter() - t0
+
+    def memory_report(self) -> dict:
+        return self.pipeline.models.memory_report()
+
+    # -- a follower's life -------------------------------------------------------------------------
+    def follow(self) -> None:
+        """Mirror the leader's calls until it shuts the engine down, then leave the job."""
+        if self.is_leader:
+            raise RuntimeError("only a follower rank follows the leader")
+        follow(self.pipeline, CommandChannel(self.world))
+        self.close()
+
+    def close(self) -> None:
+        if self._leader is not None:
+            self._leader.shutdown()
+            self._leader = None
+        if self.world:
+            close_rank_world()
+            self.world = None
+        self.pipeline = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
