@@ -25,6 +25,10 @@ class Timeline:
     def samples_per_frame(self) -> int:
         return self.sample_rate // self.fps
 
+    def frame_start_sample(self, frame: int) -> int:
+        """The first audio sample frame `frame` presents."""
+        return frame * self.samples_per_frame
+
     def frames_covering(self, samples: int) -> int:
         """Frames needed so the video covers `samples` of audio (a partial frame counts)."""
         return -(-samples // self.samples_per_frame)
