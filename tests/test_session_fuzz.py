@@ -63,7 +63,7 @@ SPF = 640  # samples per frame
 REPLY_TIMEOUT_S = 30.0  # a reply that has not come by then is missing (the engine answers in ms)
 # What docs/protocol.md lists for engine -> client.
 DOCUMENTED_REPLIES = (Welcome, SessionOpened, Frames, Metrics, Event, Error, HeartbeatAck)
-DOCUMENTED_EVENTS = {"state", "warning", "session_ended"}
+DOCUMENTED_EVENTS = {"state", "warning", "session_ended", "progress"}
 DOCUMENTED_ERRORS = {"protocol", "version", "auth", "busy", "no_session", "bad_portrait", "bad_settings",
                      "bad_audio", "backend_unavailable", "out_of_memory", "backend_error"}
 

@@ -146,6 +146,7 @@ class FlashTalkBackend(Backend):
 
     def __init__(self, options: BackendOptions):
         self.options = options
+        self.gpus = options.gpus
         self.world = self._join_ranks(options)  # None on one GPU
         device = self.world.device if self.world else torch.device(
             options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
