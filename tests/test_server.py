@@ -12,7 +12,7 @@ import psutil
 import pytest
 import zmq
 
-from engine.protocol import EngineClient, EngineError, SessionSettings, token_path
+from engine.protocol import EngineClient, EngineError, SessionSettings, read_token, token_path
 from engine.protocol.codec import decode, encode
 from engine.protocol.messages import Audio, Error, Event, Frames, Heartbeat, Hello, Metrics
 
@@ -106,10 +106,14 @@ def test_metrics_report_refused_clients_and_dropped_replies(engine, portrait_byt
         stranger.send_multipart(encode(msg))
         assert stranger.poll(5000) and decode(stranger.recv_multipart()).code == "auth"
     stranger.close()
-    deaf = EngineClient(engine.address, rcvhwm=1)
-    deaf.connect()
+    deaf = zmq.Context.instance().socket(zmq.DEALER)  # authenticated, then it never reads again
+    deaf.setsockopt(zmq.LINGER, 0)
+    deaf.setsockopt(zmq.RCVHWM, 1)
+    deaf.connect(engine.address)
+    deaf.send_multipart(encode(Hello(token=read_token(engine.address))))
+    assert deaf.poll(5000) and decode(deaf.recv_multipart()).TYPE == "welcome"
     for _ in range(20_000):  # acks it never reads: far more than the socket and its reply queue hold
-        deaf.heartbeat()
+        deaf.send_multipart(encode(Heartbeat()))
     metrics: dict = {}
     with EngineClient(engine.address) as client:
         client.open_session(portrait_bytes, SessionSettings(width=64, height=64, mode="live"))
@@ -119,7 +123,7 @@ def test_metrics_report_refused_clients_and_dropped_replies(engine, portrait_byt
             msg = client.recv(1)
             if isinstance(msg, Metrics):
                 metrics = msg.values
-                deaf.heartbeat()  # still there: the engine keeps it, and keeps dropping its replies
+                deaf.send_multipart(encode(Heartbeat()))  # still there, still not reading
         client.close_session()
     deaf.close()
     assert metrics["malformed"] == 0

@@ -1,7 +1,8 @@
 """Property-based fuzz of the engine's session state machine, against a real puppet engine.
 
 Hypothesis drives one or two raw clients (DEALER sockets that send messages exactly as given)
-through random sequences of hello (good or bad token, wrong version), open_session (good or bad
+through random sequences of hello (good or bad token, wrong version; a refused one ends the
+connection's authentication and session), open_session (good or bad
 portrait and settings, file or live), audio (good, stereo, NaN/inf, empty, odd byte counts, bad
 rates, the wrong session id), end_of_audio, close_session, heartbeat, server-only messages and
 garbage bytes. A small model of the engine predicts the reply each request must get. After every
@@ -250,8 +251,12 @@ class SessionMachine(RuleBasedStateMachine):
         if variant == "good":
             self.expect(p, Welcome)
             p.authed = True
-        else:  # the version is checked first; a refused hello does not undo an earlier good one
+        else:  # the version is checked first; a refused hello ends the connection's authentication
             assert self.expect(p, Error, "auth" if variant == "wrong_token" else "version").fatal
+            if p.session is not None:  # and its session, silently: the fatal error says so
+                self.ended_sids.append(p.session.sid)
+                p.session = None
+            p.authed = False
 
     def _open(self, p: Peer, portrait: bytes, chosen: dict) -> bool:
         """Send open_session; True when the request reached the session checks (authed, none open)."""

@@ -7,6 +7,7 @@ the same by hand (several hosts too). Rank 0 serves the socket, the other ranks 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -36,6 +37,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not 0 < args.client_timeout < math.inf:  # nan fails both: it would keep a vanished client forever
+        raise UserError(f"--client-timeout must be a positive number of seconds, not {args.client_timeout}")
     ranked = False
     if args.backend == "flashtalk":  # torch is imported only for this backend
         from engine.backends.flashtalk_ranks import relaunch_under_torchrun

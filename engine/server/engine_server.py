@@ -31,7 +31,7 @@ class EngineServer:
         self.backend = backend or create_backend(config.backend, config.backend_options)
         self.stop_event = threading.Event()
         self.transport = Transport(config, context or zmq.Context.instance(), welcome=self._welcome,
-                                   keep=self._owns_session)
+                                   on_departed=self._on_departed, keep=self._owns_session)
         self.sessions = SessionLoop(self.backend, self.timeline, config, self.transport)
 
     @property
@@ -48,6 +48,7 @@ class EngineServer:
             if self.transport.poll(POLL_MS):
                 for ident, msg in self.transport.receive(BURST):
                     self._dispatch(ident, msg)
+            self.transport.update_connections()
             self.transport.flush()
             self.sessions.service()
         self.shutdown()
@@ -70,6 +71,9 @@ class EngineServer:
         return Welcome(engine=f"flashtalk-engine/{os.getpid()}", backends=[self.backend.name],
                        default_backend=self.backend.name, sample_rate=self.timeline.sample_rate,
                        fps=self.timeline.fps, gpus=self.backend.gpus)
+
+    def _on_departed(self, ident: bytes) -> None:
+        self.sessions.owner_gone(ident)
 
     def _owns_session(self, ident: bytes) -> bool:
         return ident == self.sessions.owner

@@ -1,13 +1,28 @@
-"""Where the engine listens: the address checks, and the files it puts there (socket, token)."""
+"""Where the engine listens: the address checks, and the files it puts there (socket, token).
+
+Nothing already at the socket path is touched unless it provably is a dead socket of ours (a
+socket, owned by us, and nobody answers a probe). Folders the user already has are used as they
+are, never chmod-ed; the runtime folder and any folder we have to create are private folders of
+our own (engine.protocol.address). At shutdown only the files this engine made are removed,
+recognised by their inode: an engine that took over a path meanwhile keeps its own.
+"""
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
 from pathlib import Path
 
 import zmq
 
-from engine.protocol.address import ipc_path, make_private_dir, token_path, write_token
+from engine.protocol.address import (
+    UntrustedPath,
+    check_owned_socket,
+    ipc_path,
+    prepare_engine_folder,
+    token_path,
+    write_token,
+)
 from engine.protocol.codec import encode
 from engine.protocol.messages import Heartbeat
 
@@ -41,31 +56,55 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class ListenFiles:
-    """The socket file and the token file of one engine."""
+    """The socket file and the token file of one engine: made safely, removed only if still ours."""
 
     def __init__(self, address: str, context: zmq.Context):
         self.address = address
         self._ctx = context
+        self._made: dict[Path, tuple[int, int] | None] = {}
 
     def prepare(self) -> None:
-        """Before binding: a private folder, and the socket path free."""
+        """Before binding: a folder we may write in, and the socket path free."""
         sock = ipc_path(self.address)
-        if sock is not None:
-            make_private_dir(sock.parent)
-            if sock.exists():
+        folder = (sock or token_path(self.address)).parent  # tcp and abstract sockets: the runtime folder
+        try:
+            prepare_engine_folder(folder)
+            if sock is not None and check_owned_socket(sock):
                 self._remove_if_dead(sock)
+        except UntrustedPath as exc:
+            raise EngineServerError(str(exc)) from None
+        except OSError as exc:
+            raise EngineServerError(f"cannot use {folder} for the engine's socket: {exc.strerror}") from None
 
     def claim(self) -> str:
-        """After binding: write a fresh token; the token."""
-        token, _ = write_token(self.address)
+        """After binding: remember our socket, write a fresh token; the token."""
+        sock = ipc_path(self.address)
+        if sock is not None:
+            self._made[sock] = _file_id(sock)
+        try:
+            token, path = write_token(self.address)
+        except UntrustedPath as exc:
+            raise EngineServerError(str(exc)) from None
+        except OSError as exc:
+            raise EngineServerError(f"cannot write the token file {token_path(self.address)}: "
+                                    f"{exc.strerror}") from None
+        self._made[path] = _file_id(path)
         return token
 
     def remove(self) -> None:
-        sock = ipc_path(self.address)
-        if sock is not None:
-            sock.unlink(missing_ok=True)
-        token_path(self.address).unlink(missing_ok=True)
+        for path, made in self._made.items():
+            if made is not None and _file_id(path) == made:
+                path.unlink(missing_ok=True)
+        self._made.clear()
 
     def _remove_if_dead(self, path: Path) -> None:
         probe = self._ctx.socket(zmq.DEALER)

@@ -2,7 +2,8 @@
 
 Runs on the server's thread, between socket reads. Finished chunks move from the session's outbox
 to the socket without ever blocking: a slow client makes the outbox drop its oldest frames
-(counted), never grows memory. An owner silent for `client_timeout_s` loses its session.
+(counted), never grows memory. The owner is one authenticated connection; when that connection
+closes, goes silent for `client_timeout_s` or loses its authentication, the session ends.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from avkit.portrait_image import PortraitImageError, load_portrait
 from avkit.timeline import Timeline
+from engine.backends import backend_names
 from engine.backends.base import Backend
 from engine.protocol.messages import (
     Audio,
@@ -66,6 +68,11 @@ class SessionLoop:
         else:
             self.end(None)
 
+    def owner_gone(self, ident: bytes) -> None:
+        """A connection lost its authentication (closed, evicted, refused hello): its session ends."""
+        if ident == self.owner:
+            self.end(None)
+
     def _open(self, ident: bytes, msg: OpenSession) -> None:
         if self.session is not None:
             self.transport.send(ident, Error(code="busy", message=(
@@ -74,8 +81,7 @@ class SessionLoop:
         try:
             settings = settings_from_dict(msg.settings)
             if settings.backend not in (None, self.backend.name):
-                raise ValueError(f"this engine serves the {self.backend.name} backend, not "
-                                 f"{settings.backend}: restart it with --backend {settings.backend}")
+                raise ValueError(self._not_our_backend(settings.backend))
             settings.backend = self.backend.name
             portrait = load_portrait(msg.portrait)
         except (ValueError, PortraitImageError) as exc:
@@ -87,6 +93,12 @@ class SessionLoop:
         self.owner = ident
         self._announced = False
         self.opened += 1
+
+    def _not_our_backend(self, name: str) -> str:
+        if name in backend_names():
+            return (f"this engine serves the {self.backend.name} backend, not {name}: restart it "
+                    f"with --backend {name}")
+        return f"unknown backend {name[:80]!r}: this engine serves the {self.backend.name} backend"
 
     def _on_audio(self, ident: bytes, session: LiveSession, msg: Audio) -> None:
         width = 4 * max(msg.channels, 1)
