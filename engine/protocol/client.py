@@ -207,8 +207,10 @@ class EngineClient:
 
     def _check_engine_user(self, frame: zmq.Frame) -> None:
         """Over a local socket the kernel names the sender's user: it must be ours."""
+        if not self.address.startswith("ipc://"):
+            return
         try:
-            fields = frame.get("Peer-Address").split(":")  # ipc: "<host>:uid:gid:pid"; tcp: the IP
+            fields = frame.get("Peer-Address").split(":")  # "<host>:uid:gid:pid" (SO_PEERCRED)
         except zmq.ZMQError:  # a transport that names nobody
             return
         if len(fields) == 4 and fields[1].isdigit() and hasattr(os, "geteuid") and int(fields[1]) != os.geteuid():
