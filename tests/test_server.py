@@ -12,9 +12,9 @@ import psutil
 import pytest
 import zmq
 
-from engine.protocol import EngineClient, EngineError, SessionSettings, token_path
+from engine.protocol import EngineClient, EngineError, SessionSettings, read_token, token_path
 from engine.protocol.codec import decode, encode
-from engine.protocol.messages import Audio, Error, Event, Frames, Hello, Metrics
+from engine.protocol.messages import Audio, Error, Event, Frames, Heartbeat, Hello, Metrics
 
 
 def run_file_session(client: EngineClient, portrait: bytes, audio: np.ndarray, size=128,
@@ -94,6 +94,39 @@ def test_unauthenticated_and_malformed_messages_get_errors_and_do_not_wedge(engi
     with EngineClient(engine.address) as client:  # the engine still serves real clients
         frames, metrics = run_file_session(client, portrait_bytes, speech[:6400])
     assert sum(f.count for f in frames) == 10 and metrics["malformed"] >= 2
+
+
+def test_metrics_report_refused_clients_and_dropped_replies(engine, portrait_bytes):
+    """The engine's own counters reach the session's owner: refused hellos and token-less messages
+    (`unauthenticated`), and replies it dropped for a client that never read them (`replies_dropped`)."""
+    stranger = zmq.Context.instance().socket(zmq.DEALER)
+    stranger.setsockopt(zmq.LINGER, 0)
+    stranger.connect(engine.address)
+    for msg in (Heartbeat(), Hello(token="guessed")):
+        stranger.send_multipart(encode(msg))
+        assert stranger.poll(5000) and decode(stranger.recv_multipart()).code == "auth"
+    stranger.close()
+    deaf = zmq.Context.instance().socket(zmq.DEALER)  # authenticated, then it never reads again
+    deaf.setsockopt(zmq.LINGER, 0)
+    deaf.setsockopt(zmq.RCVHWM, 1)
+    deaf.connect(engine.address)
+    deaf.send_multipart(encode(Hello(token=read_token(engine.address))))
+    assert deaf.poll(5000) and decode(deaf.recv_multipart()).TYPE == "welcome"
+    for _ in range(20_000):  # acks it never reads: far more than the socket and its reply queue hold
+        deaf.send_multipart(encode(Heartbeat()))
+    metrics: dict = {}
+    with EngineClient(engine.address) as client:
+        client.open_session(portrait_bytes, SessionSettings(width=64, height=64, mode="live"))
+        deadline = time.monotonic() + 30
+        while not (metrics.get("replies_dropped") and metrics.get("unauthenticated", 0) >= 2):
+            assert time.monotonic() < deadline, f"counters not reported: {metrics}"
+            msg = client.recv(1)
+            if isinstance(msg, Metrics):
+                metrics = msg.values
+                deaf.send_multipart(encode(Heartbeat()))  # still there, still not reading
+        client.close_session()
+    deaf.close()
+    assert metrics["malformed"] == 0
 
 
 def test_bad_portrait_and_bad_settings_are_clear_errors(engine, speech):

@@ -1,7 +1,8 @@
 """Property-based fuzz of the engine's session state machine, against a real puppet engine.
 
 Hypothesis drives one or two raw clients (DEALER sockets that send messages exactly as given)
-through random sequences of hello (good or bad token, wrong version), open_session (good or bad
+through random sequences of hello (good or bad token, wrong version; a refused one ends the
+connection's authentication and session), open_session (good or bad
 portrait and settings, file or live), audio (good, stereo, NaN/inf, empty, odd byte counts, bad
 rates, the wrong session id), end_of_audio, close_session, heartbeat, server-only messages and
 garbage bytes. A small model of the engine predicts the reply each request must get. After every
@@ -63,7 +64,7 @@ SPF = 640  # samples per frame
 REPLY_TIMEOUT_S = 30.0  # a reply that has not come by then is missing (the engine answers in ms)
 # What docs/protocol.md lists for engine -> client.
 DOCUMENTED_REPLIES = (Welcome, SessionOpened, Frames, Metrics, Event, Error, HeartbeatAck)
-DOCUMENTED_EVENTS = {"state", "warning", "session_ended"}
+DOCUMENTED_EVENTS = {"state", "warning", "session_ended", "progress"}
 DOCUMENTED_ERRORS = {"protocol", "version", "auth", "busy", "no_session", "bad_portrait", "bad_settings",
                      "bad_audio", "backend_unavailable", "out_of_memory", "backend_error"}
 
@@ -250,8 +251,12 @@ class SessionMachine(RuleBasedStateMachine):
         if variant == "good":
             self.expect(p, Welcome)
             p.authed = True
-        else:  # the version is checked first; a refused hello does not undo an earlier good one
+        else:  # the version is checked first; a refused hello ends the connection's authentication
             assert self.expect(p, Error, "auth" if variant == "wrong_token" else "version").fatal
+            if p.session is not None:  # and its session, silently: the fatal error says so
+                self.ended_sids.append(p.session.sid)
+                p.session = None
+            p.authed = False
 
     def _open(self, p: Peer, portrait: bytes, chosen: dict) -> bool:
         """Send open_session; True when the request reached the session checks (authed, none open)."""

@@ -84,6 +84,7 @@ class FlashTalkBackend(Backend):
         with _as_backend_errors():
             self.runtime = FlashTalkRuntime(options)
         self.is_leader = self.runtime.is_leader
+        self.gpus = options.gpus
         self.device_name = self.runtime.device_name
         self.precision = self.runtime.precision
         self.warms_up_by_default = self.runtime.device.type == "cuda"  # a CPU engine is for tests

@@ -8,6 +8,7 @@ the socket, the other ranks follow it.
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 
@@ -45,6 +46,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not 0 < args.client_timeout < math.inf:  # nan fails both: it would keep a vanished client forever
+        raise UserError(f"--client-timeout must be a positive number of seconds, not {args.client_timeout}")
     options = backend_options(args)
     ranked = launched_by_torchrun()
     if options.gpus > 1 and not ranked:

@@ -3,6 +3,13 @@
 It is torch- and Qt-free. The studio runs it on a worker thread; `flashtalk render` drives it
 directly. One client = one DEALER socket; zmq sockets are not thread-safe, so keep each client on
 the thread that made it.
+
+Sending never blocks: what the socket cannot take at once waits in a small queue of our own,
+sent as the engine reads; an engine that takes nothing for SEND_DEADLINE_S (stopped, hung) is
+reported lost (EngineError "engine_lost") by the next send or recv, so a caller's own checks keep
+running. Before the token goes out, the socket file must be ours (engine.protocol.address), and
+every message over a local socket must come from a process of our own user: another user who
+listens at the path gets neither the token nor the portrait and the voice.
 """
 from __future__ import annotations
 
@@ -10,12 +17,13 @@ import itertools
 import os
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 
 import numpy as np
 import zmq
 
-from engine.protocol.address import read_token
+from engine.protocol.address import UntrustedPath, check_engine_folder, check_owned_socket, ipc_path, read_token
 from engine.protocol.codec import ProtocolError, decode, encode
 from engine.protocol.messages import (
     PROTOCOL_VERSION,
@@ -31,11 +39,14 @@ from engine.protocol.messages import (
     SessionOpened,
     SessionSettings,
     Welcome,
+    settings_from_dict,
     settings_to_dict,
 )
 
 HEARTBEAT_S = 1.0  # a waiting client pings this often; the engine times out silent clients
 PREPARE_SILENCE_S = 60.0  # opening a session fails only after this long without progress from the engine
+SEND_DEADLINE_S = 5.0  # the engine took none of our messages for this long: it is lost
+MAX_UNSENT = 1000  # messages waiting for the engine to read (beyond the socket's own queue)
 _CONNECTIONS = itertools.count(1)
 
 
@@ -66,10 +77,16 @@ class EngineClient:
         self._rcvhwm = rcvhwm
         self.welcome: Welcome | None = None
         self._last_send = 0.0
+        self._unsent: deque[list] = deque()  # encoded messages the socket could not take yet
+        self._stalled_since: float | None = None  # when the socket last refused a message
         self.session: SessionOpened | None = None
 
     # -- connection ------------------------------------------------------------------------------
     def connect(self, timeout: float = 10.0) -> Welcome:
+        path = ipc_path(self.address)
+        if path is not None:  # before the token goes out: the folder and the socket are ours
+            check_engine_folder(path.parent)
+            check_owned_socket(path)
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
@@ -85,6 +102,8 @@ class EngineClient:
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
+        self._unsent.clear()
+        self._stalled_since = None
 
     def __enter__(self) -> EngineClient:
         self.connect()
@@ -100,8 +119,29 @@ class EngineClient:
         msg.seq = next(self._seq)
         if self.session is not None and not msg.session:
             msg.session = self.session.session
-        self._sock.send_multipart(encode(msg), copy=False)
+        self._unsent.append(encode(msg))
+        self._flush_unsent()
         self._last_send = time.monotonic()
+
+    def _flush_unsent(self) -> None:
+        """Hand queued messages to the socket without waiting; EngineError once the engine is lost."""
+        while self._unsent:
+            try:
+                self._sock.send_multipart(self._unsent[0], zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                now = time.monotonic()
+                self._stalled_since = self._stalled_since or now
+                if now - self._stalled_since > SEND_DEADLINE_S:
+                    raise EngineError("engine_lost", (
+                        f"the engine at {self.address} has taken none of our messages for "
+                        f"{now - self._stalled_since:.0f} s: it is hung or stopped")) from None
+                if len(self._unsent) > MAX_UNSENT:
+                    raise EngineError("engine_lost", (
+                        f"the engine at {self.address} reads far slower than we send ({len(self._unsent)} "
+                        "messages wait): it is stuck or overloaded")) from None
+                return
+            self._unsent.popleft()
+            self._stalled_since = None
 
     def open_session(self, portrait: bytes, settings: SessionSettings | None = None,
                      timeout: float = PREPARE_SILENCE_S,
@@ -113,7 +153,12 @@ class EngineClient:
         take minutes for a large model on a CPU. Each report goes to `on_progress`.
         """
         self.session = None
-        self.send(OpenSession(portrait=portrait, settings=settings_to_dict(settings or SessionSettings())))
+        wanted = settings_to_dict(settings or SessionSettings())
+        try:
+            settings_from_dict(wanted)  # the engine's own checks, before anything is sent
+        except ValueError as exc:
+            raise EngineError("bad_settings", str(exc)) from None
+        self.send(OpenSession(portrait=portrait, settings=wanted))
         self.session = self._expect((SessionOpened,), timeout, what="the session to open",
                                     on_progress=on_progress)
         return self.session
@@ -147,13 +192,31 @@ class EngineClient:
             raise EngineError("not_connected", "not connected to an engine")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            self._flush_unsent()
             if self.welcome is not None and time.monotonic() - self._last_send > HEARTBEAT_S:
                 self.heartbeat()
             left = HEARTBEAT_S if deadline is None else min(HEARTBEAT_S, deadline - time.monotonic())
+            if self._unsent:  # wake up as soon as the socket takes more, or to check the deadline
+                left = min(left, 0.05)
             if self._sock.poll(max(0, int(left * 1000))):
-                return decode(self._sock.recv_multipart(copy=True))
+                frames = self._sock.recv_multipart(copy=False)
+                self._check_engine_user(frames[0])
+                return decode([frame.bytes for frame in frames])
             if deadline is not None and time.monotonic() >= deadline:
                 return None
+
+    def _check_engine_user(self, frame: zmq.Frame) -> None:
+        """Over a local socket the kernel names the sender's user: it must be ours."""
+        if not self.address.startswith("ipc://"):
+            return
+        try:
+            fields = frame.get("Peer-Address").split(":")  # "<host>:uid:gid:pid" (SO_PEERCRED)
+        except zmq.ZMQError:  # a transport that names nobody
+            return
+        if len(fields) == 4 and fields[1].isdigit() and hasattr(os, "geteuid") and int(fields[1]) != os.geteuid():
+            self.close()
+            raise UntrustedPath(f"the engine at {self.address} runs as another user (uid {fields[1]}), who "
+                                "may be posing as it: nothing more was sent; check who serves that socket")
 
     def _expect(self, kinds: tuple[type[Message], ...], timeout: float, what: str,
                 on_progress: Callable[[Event], None] | None = None) -> Message:

@@ -20,6 +20,7 @@ MAX_PORTRAIT_BYTES = 32 * 1024 * 1024
 MAX_AUDIO_BLOCK_BYTES = 8 * 1024 * 1024
 MAX_FRAMES_BYTES = 512 * 1024 * 1024
 MAX_INBOUND_MESSAGE_BYTES = MAX_PORTRAIT_BYTES + MAX_HEADER_BYTES  # what the server accepts
+MAX_PROMPT_CHARS = 4096  # even in 4-byte UTF-8 well inside the header; the text encoder reads far less
 
 
 @dataclass
@@ -201,6 +202,9 @@ def settings_from_dict(data: dict) -> SessionSettings:
         if isinstance(value, bool) or not isinstance(value, want):
             raise ValueError(f"session setting {key!r} has the wrong type {type(value).__name__}")
         setattr(out, key, float(value) if key == "color_correction" else value)
+    if out.prompt is not None and len(out.prompt) > MAX_PROMPT_CHARS:
+        raise ValueError(f"the prompt has {len(out.prompt)} characters: shorten the prompt to at most "
+                         f"{MAX_PROMPT_CHARS} characters")
     if out.mode not in ("live", "file"):
         raise ValueError(f"session mode must be 'live' or 'file', not {out.mode!r}")
     if out.seed is not None and out.seed < 0:  # the puppet's numpy RNG failed on it mid-session
