@@ -46,7 +46,8 @@ class BackendOptions:
     device: str | None = None  # None: the backend picks (cuda if available)
     gpus: int = 1
     precision: str = "bf16"  # flashtalk: "bf16", "fp8" or "fp32" (reference checks)
-    offload: bool = False  # flashtalk: keep idle modules on the CPU (slower, fits 48 GB cards)
+    offload: str = "none"  # flashtalk: none|encoders|blocks|all|auto (runtime.memory_plan.OFFLOAD_CHOICES)
+    gpu_memory_gb: float | None = None  # flashtalk: GiB the engine may allocate per GPU (None: no cap)
     compile: bool = False  # flashtalk: torch.compile the DiT and VAE
     attention: str | None = None  # flashtalk: attention kernel (None: fastest that runs here)
     random_weights: str | None = None  # flashtalk benchmarks: "14b" or "tiny" random model, no checkpoint

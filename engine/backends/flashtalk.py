@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 import traceback
 from contextlib import contextmanager
@@ -27,7 +28,8 @@ from engine.backends.flashtalk_ranks import (
     follow,
     parallelize,
 )
-from engine.flashtalk.model.fp8_linear import quantize_dit_linears, scaled_mm_supported
+from engine.flashtalk.model.dit_compile import compile_dit_blocks
+from engine.flashtalk.model.fp8_linear import scaled_mm_supported
 from engine.flashtalk.model.vae_compile import compile_vae
 from engine.flashtalk.parallel.process_group import (
     RankWorld,
@@ -38,6 +40,18 @@ from engine.flashtalk.parallel.process_group import (
 from engine.flashtalk.pipeline.models import T5_TOKENIZER, FlashTalkModels
 from engine.flashtalk.pipeline.settings import StreamSettings
 from engine.flashtalk.pipeline.streaming import StreamingPipeline, StreamState
+from engine.flashtalk.runtime.memory_plan import (
+    HOST_TO_DEVICE_BYTES_PER_S,
+    MemoryPlan,
+    MemoryPlanError,
+    plan_engine_memory,
+)
+from engine.flashtalk.runtime.offload import (
+    BlockPlacer,
+    host_to_device_bytes_per_s,
+    install_offload,
+    limit_device_memory,
+)
 from engine.flashtalk.weights import CheckpointError, validate_model_dir
 from engine.protocol.messages import SessionSettings
 
@@ -72,7 +86,7 @@ def _oom_error(exc: BaseException, device: torch.device) -> OutOfMemory:
     failed = f" ({_readable(size.group(1))} could not be allocated)" if size else ""
     return OutOfMemory(f"out of {'GPU' if device.type == 'cuda' else 'CPU'} memory{failed}: lower the "
                        "resolution (--size, or the session's width and height), use --precision fp8 "
-                       "or --offload, or spread the model over more GPUs (--gpus N)")
+                       "or --offload auto (with --gpu-memory GB), or spread the model over more GPUs (--gpus N)")
 
 
 def _readable(amount: str) -> str:
@@ -145,17 +159,24 @@ class FlashTalkBackend(Backend):
         self.device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         self.warms_up_by_default = device.type == "cuda"  # a CPU engine is for tests: no kernels to tune
         _check_precision(options.precision, device)
+        self.memory_plan = self._plan(options, device)  # before any weight is read
         t0 = time.perf_counter()
-        models = self._load(options, device)
+        placer = BlockPlacer(self.memory_plan, device, fp8=options.precision == "fp8")  # FP8 before compile
+        models = self._load(options, device, placer)
         if self.world:  # sequence-parallel DiT and band-parallel VAE over the ranks
             models = parallelize(models, self.world)
+        install_offload(models, self.memory_plan, placer)
         models.dit.set_attention_backend(options.attention)
-        if options.precision == "fp8":
-            quantize_dit_linears(models.dit)  # before compile, so the graphs see the FP8 layers
         if options.compile:
-            models.dit = torch.compile(models.dit)
+            if self.memory_plan.streamed:  # block by block: the streaming hooks run between blocks
+                compile_dit_blocks(models.dit)
+            else:
+                models.dit = torch.compile(models.dit)
             compile_vae(models.vae)  # per causal step: small graphs shared by every frame count
         self.load_s = time.perf_counter() - t0
+        streams = self.memory_plan.streamed or self.memory_plan.vae_and_audio_on_host
+        rate = (host_to_device_bytes_per_s(device) if streams else None) or HOST_TO_DEVICE_BYTES_PER_S
+        print(self.memory_plan.describe(rate, options.compile), file=sys.stderr, flush=True)
         self.pipeline = StreamingPipeline(models)
         if self.world and self.world.is_leader:
             self.pipeline = LeaderPipeline(self.pipeline, CommandChannel(self.world))
@@ -183,26 +204,40 @@ class FlashTalkBackend(Backend):
         self.close()
 
     @staticmethod
-    def _load(options: BackendOptions, device: torch.device) -> FlashTalkModels:
+    def _folders(options: BackendOptions) -> tuple[Path, Path]:
         model_dir = Path(options.model_dir) if options.model_dir else None
         if model_dir is None:
             raise BackendUnavailable("the flashtalk backend needs --model DIR (the SoulX-FlashTalk-14B "
                                      "folder): get it with `flashtalk models download DIR`")
-        wav2vec = Path(options.wav2vec_dir) if options.wav2vec_dir else model_dir.parent / WAV2VEC_FOLDER
+        if options.random_weights and options.random_weights != "14b":
+            raise BackendUnavailable("--random-weights supports only 14b (use `flashtalk models "
+                                     "make-tiny` for a small model)")
+        return model_dir, Path(options.wav2vec_dir) if options.wav2vec_dir else model_dir.parent / WAV2VEC_FOLDER
+
+    def _plan(self, options: BackendOptions, device: torch.device) -> MemoryPlan:
+        """Validate the folders, plan the memory and cap it: a budget that cannot be kept fails here,
+        in seconds, before 50 GB of weights are read."""
+        model_dir, wav2vec = self._folders(options)
+        try:
+            if not options.random_weights:
+                validate_model_dir(model_dir, wav2vec)
+            plan = plan_engine_memory(None if options.random_weights else model_dir, wav2vec, options.precision,
+                                      options.offload, options.gpu_memory_gb, device,
+                                      self.world.world_size if self.world else 1)
+            limit_device_memory(device, plan)
+        except (CheckpointError, MemoryPlanError) as exc:
+            raise BackendUnavailable(str(exc)) from None
+        return plan
+
+    def _load(self, options: BackendOptions, device: torch.device, placer: BlockPlacer) -> FlashTalkModels:
+        model_dir, wav2vec = self._folders(options)
         dtype = PRECISION_DTYPES[options.precision]
         if options.random_weights:
-            if options.random_weights != "14b":
-                raise BackendUnavailable("--random-weights supports only 14b (use `flashtalk models "
-                                         "make-tiny` for a small model)")
             with _memory_errors_are_clear(device):
-                return FlashTalkModels.random_14b(model_dir / T5_TOKENIZER, device, dtype)
-        try:
-            validate_model_dir(model_dir, wav2vec)
-        except CheckpointError as exc:
-            raise BackendUnavailable(str(exc)) from None
+                return FlashTalkModels.random_14b(model_dir / T5_TOKENIZER, device, dtype, place_block=placer)
         try:
             with _memory_errors_are_clear(device):
-                return FlashTalkModels.from_checkpoint(model_dir, wav2vec, device, dtype)
+                return FlashTalkModels.from_checkpoint(model_dir, wav2vec, device, dtype, place_block=placer)
         except (FileNotFoundError, ValueError) as exc:  # damaged files the validation could not see
             raise BackendUnavailable(str(exc).splitlines()[0]) from None
 

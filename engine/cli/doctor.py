@@ -13,6 +13,7 @@ from pathlib import Path
 from engine.backends import DEFAULT_BACKEND, backend_names
 from engine.cli.common import UserError
 from engine.cli.doctor_checks import PROBLEM, WARNING, CheckResult, DoctorSetup, run_checks
+from engine.flashtalk.runtime.memory_plan import AUTO, OFFLOAD_CHOICES
 
 NAME_WIDTH = 15
 STATUS_WIDTH = 8
@@ -28,7 +29,10 @@ def add_parser(sub) -> None:
     p.add_argument("--gpus", type=int, default=1, help="GPUs for one session (flashtalk)")
     p.add_argument("--device", help="torch device for flashtalk, e.g. cuda:0 or cpu")
     p.add_argument("--precision", choices=["bf16", "fp8", "fp32"], default="bf16")
-    p.add_argument("--offload", action="store_true", help="plan for --offload (flashtalk)")
+    p.add_argument("--offload", choices=OFFLOAD_CHOICES, default="none", nargs="?", const=AUTO,
+                   help="plan for this --offload level (flashtalk)")
+    p.add_argument("--gpu-memory", type=float, metavar="GB", dest="gpu_memory_gb",
+                   help="plan for this --gpu-memory budget per GPU, GiB (flashtalk)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=run)
 
@@ -36,9 +40,11 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.gpus < 1:
         raise UserError("--gpus must be at least 1")
+    if args.gpu_memory_gb is not None and not args.gpu_memory_gb > 0:
+        raise UserError("--gpu-memory must be a positive number of GiB, e.g. 22")
     setup = DoctorSetup(backend=args.backend, model_dir=args.model, wav2vec_dir=args.wav2vec,
                         gpus=args.gpus, device=args.device, precision=args.precision,
-                        offload=args.offload)
+                        offload=args.offload, gpu_memory_gb=args.gpu_memory_gb)
     results = run_checks(setup)
     can_run = not any(r.status == PROBLEM for r in results)
     if args.json:

@@ -136,7 +136,7 @@ class StreamingPipeline:
         """
         m, s = self.models, state.settings
         timer = StageTimer(self.device, self.stage_timings)
-        with timer("audio_features"):
+        with timer("audio_features"), m.visit("audio_encoder"):
             audio = chunk_audio_embedding(m.audio_encoder, m.normalize_loudness, window,
                                           s.sample_rate, s.fps, s.frame_num)  # [1, 33, 5, L, D]
             audio = audio.to(self.device, self.dtype)
