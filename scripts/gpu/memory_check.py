@@ -113,7 +113,7 @@ def run_setup(setup: str, args, portrait, speech) -> tuple[dict, np.ndarray]:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-        torch.cuda.set_per_process_memory_fraction(1.0, device)
+        torch.cuda.set_per_process_memory_fraction(1.0, torch.cuda.current_device())
         torch.cuda.reset_peak_memory_stats(device)
         report["left_allocated_gib"] = torch.cuda.memory_allocated(device) / GIB
     return report, np.concatenate(frames)
@@ -149,7 +149,7 @@ def main() -> None:
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-                torch.cuda.set_per_process_memory_fraction(1.0, device)
+                torch.cuda.set_per_process_memory_fraction(1.0, torch.cuda.current_device())
         precision = setup.split(":")[0]
         if frames is not None:
             reference = first_frames.setdefault(precision, frames)

@@ -282,11 +282,12 @@ def limit_device_memory(device: torch.device, plan: MemoryPlan) -> None:
     """Cap this process's allocations on `device` at the plan's budget (torch's memory fraction)."""
     if plan.budget is None or device.type != "cuda":
         return
-    total = torch.cuda.get_device_properties(device).total_memory
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    total = torch.cuda.get_device_properties(index).total_memory
     if plan.budget > total:
         raise MemoryPlanError(f"--gpu-memory {plan.budget / GIB:.1f} GiB is more than this GPU has "
                               f"({total / GIB:.1f} GiB): give at most {total / GIB:.0f}")
-    torch.cuda.set_per_process_memory_fraction(plan.budget / total, device)
+    torch.cuda.set_per_process_memory_fraction(plan.budget / total, index)
 
 
 def host_to_device_bytes_per_s(device: torch.device) -> float | None:
