@@ -307,5 +307,5 @@ def plan_engine_memory(model_dir, wav2vec_dir, precision: str, offload: str, gpu
     sizes = checkpoint_sizes(model_dir, wav2vec_dir, precision)
     budget = None if gpu_memory_gb is None else int(gpu_memory_gb * GIB)
     if budget is None and offload == AUTO and device.type == "cuda":
-        budget = torch.cuda.mem_get_info(device)[0]
+        budget = torch.cuda.mem_get_info(device.index if device.index is not None else torch.cuda.current_device())[0]
     return choose_plan(sizes, offload, Workload.of(StreamSettings(), gpus), budget)
