@@ -14,9 +14,11 @@ Setups: PRECISION:OFFLOAD[:GPU_MEMORY_GIB], e.g. bf16:none fp8:auto:22 bf16:bloc
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,7 +42,7 @@ class PhasePeaks:
     """Wraps the models' calls: per phase, the largest max_memory_allocated seen during one call."""
 
     def __init__(self, models, device: torch.device):
-        self.device, self.peaks, self.preparing = device, {}, False
+        self.device, self.peaks, self.reserved, self.preparing = device, {}, {}, False
         for method, phase in MODEL_PHASES.items():
             self._wrap(models, method, lambda _p=phase: _p)
         self._wrap(models, "vae_encode", lambda: "condition" if self.preparing else "motion")
@@ -58,6 +60,7 @@ class PhasePeaks:
             torch.cuda.synchronize(self.device)
             phase = phase_of()
             self.peaks[phase] = max(self.peaks.get(phase, 0), torch.cuda.max_memory_allocated(self.device))
+            self.reserved[phase] = max(self.reserved.get(phase, 0), torch.cuda.max_memory_reserved(self.device))
             return out
         setattr(owner, method, measured)
 
@@ -101,59 +104,75 @@ def run_setup(setup: str, args, portrait, speech) -> tuple[dict, np.ndarray]:
         "stages_ms": {k: statistics.median(v) for k, v in stages.items()},
         "measured_phases_gib": {k: v / GIB for k, v in phases.peaks.items()},
         "measured_peak_gib": max(phases.peaks.values(), default=0) / GIB,
+        "reserved_phases_gib": {k: v / GIB for k, v in phases.reserved.items()},
         "load_peak_gib": process_load_peak / GIB,
-        "reserved_peak_gib": torch.cuda.max_memory_reserved(device) / GIB if device.type == "cuda" else 0,
         "blocks_copied": getattr(getattr(models.placement, "blocks", None), "copies", 0),
     }
     if report["measured_peak_gib"]:
         report["peak_error"] = plan.peak / GIB / report["measured_peak_gib"] - 1
     stream.close()
     backend.close()
-    del stream, backend, models, phases
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.set_per_process_memory_fraction(1.0, torch.cuda.current_device())
-        torch.cuda.reset_peak_memory_stats(device)
-        report["left_allocated_gib"] = torch.cuda.memory_allocated(device) / GIB
     return report, np.concatenate(frames)
+
+
+def run_one(args) -> None:
+    """One setup in this process (a fresh CUDA context, as an engine has): JSON + frames to files."""
+    portrait = load_portrait(ROOT / "assets" / "portrait.png")
+    speech = load_audio(ROOT / "assets" / "speech.wav")
+    try:
+        report, frames = run_setup(args.one, args, portrait, speech)
+    except Exception as exc:  # noqa: BLE001 - the parent records the failure and goes on
+        report, frames = {"setup": args.one, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}, None
+    if frames is not None:
+        np.save(args.out / "frames.npy", frames)
+    (args.out / "setup.json").write_text(json.dumps(report))
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--model", type=Path, required=True, help="a make-tiny SoulX-FlashTalk-14B folder "
                    "(its tokenizer; with --tiny its weights)")
-    p.add_argument("--setups", default="bf16:none,bf16:blocks,bf16:auto:46,fp8:none,fp8:auto:22")
-    p.add_argument("--chunks", type=int, default=2, help="timed chunks after the first")
+    p.add_argument("--setups", default="bf16:none,bf16:auto:46,fp8:none,fp8:auto:22")
+    p.add_argument("--chunks", default="2", help="timed chunks after the first: one number, or one per setup")
     p.add_argument("--device", default="cuda")
     p.add_argument("--attention", default=None)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--tiny", action="store_true", help="the tiny checkpoint's own weights")
     p.add_argument("--width", type=int)
     p.add_argument("--height", type=int)
+    p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.one:
+        args.chunks = int(args.chunks)
+        return run_one(args)
     device = torch.device(args.device)
     results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                "torch": torch.__version__, "host_to_device_gb_s": (host_to_device_bytes_per_s(device) or 0) / 1e9,
                "setups": []}
-    portrait = load_portrait(ROOT / "assets" / "portrait.png")
-    speech = load_audio(ROOT / "assets" / "speech.wav")
+    setups = args.setups.split(",")
+    chunks = args.chunks.split(",") if "," in args.chunks else [args.chunks] * len(setups)
     first_frames: dict[str, np.ndarray] = {}
-    for setup in args.setups.split(","):
-        try:
-            report, frames = run_setup(setup, args, portrait, speech)
-        except Exception as exc:  # noqa: BLE001 - one failed setup must not lose the others' numbers
-            report, frames = {"setup": setup, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}, None
-            gc.collect()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-                torch.cuda.set_per_process_memory_fraction(1.0, torch.cuda.current_device())
-        precision = setup.split(":")[0]
-        if frames is not None:
-            reference = first_frames.setdefault(precision, frames)
-            report["frames_identical_to_first"] = bool(np.array_equal(frames, reference))
+    for setup, count in zip(setups, chunks, strict=True):
+        with tempfile.TemporaryDirectory() as scratch:
+            cmd = [sys.executable, __file__, "--one", setup, "--out", scratch, "--chunks", count,
+                   "--model", str(args.model), "--device", args.device]
+            cmd += [f"--{k}={v}" for k, v in (("attention", args.attention), ("width", args.width),
+                                               ("height", args.height)) if v]
+            cmd += [flag for flag, on in (("--compile", args.compile), ("--tiny", args.tiny)) if on]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            sys.stderr.write(done.stderr[-3000:])
+            path = Path(scratch) / "setup.json"
+            report = json.loads(path.read_text()) if path.is_file() else {
+                "setup": setup, "error": f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"}
+            frames_path = Path(scratch) / "frames.npy"
+            if frames_path.is_file():
+                frames = np.load(frames_path)
+                reference = first_frames.setdefault(setup.split(":")[0], frames)
+                report["frames_identical_to_first"] = bool(np.array_equal(frames, reference))
+                report["frames_max_abs_diff_to_first"] = int(np.abs(frames.astype(np.int16)
+                                                                    - reference.astype(np.int16)).max())
         results["setups"].append(report)
         (args.out / "memory_check.json").write_text(json.dumps(results, indent=2))
         print(json.dumps(report), flush=True)

@@ -33,27 +33,29 @@ LEVELS = ("none", "encoders", "blocks", "all")
 AUTO = "auto"
 OFFLOAD_CHOICES = (*LEVELS, AUTO)
 STREAM_SLOTS = 2  # device buffers the streamed DiT blocks rotate through
-ALLOCATOR_RESERVE = 0.04  # share of a budget left for the caching allocator's gaps (reserved > allocated)
+ALLOCATOR_RESERVE = 0.08  # share of a budget left for the caching allocator's split blocks (reserved > allocated)
 PHASES = ("prompt", "portrait", "condition", "audio", "denoise", "decode", "motion")
 
-# Working memory above the weights, measured (bytes per unit; see the module docstring):
+# Working memory above the weights, measured on one H200 (eager, 2026-12-02, scripts/gpu/memory_check.py:
+# max_memory_allocated during the phase minus the weights resident or visiting then), in bytes per unit:
 # DiT step per local token per DiT channel, by precision; VAE passes per local pixel per VAE base
 # channel (bf16; fp32 doubles it); umT5 per text token per channel; CLIP per image token per channel;
 # wav2vec2 per window sample per feature channel.
-DENOISE_BYTES = {"bf16": 52.0, "fp8": 60.0, "fp32": 104.0}
-CONDITION_BYTES = 60.0  # prepare: VAE encode of the portrait + 32 zero frames
-DECODE_BYTES = 80.0  # VAE decode of a chunk
-MOTION_BYTES = 50.0  # VAE encode of the last motion frames
-PROMPT_BYTES = 150.0
-PORTRAIT_BYTES = 600.0
-AUDIO_BYTES = 2.0
+DENOISE_BYTES = {"bf16": 43.7, "fp8": 41.8, "fp32": 87.4}  # fp32 not measured: twice bf16
+CONDITION_BYTES = 110.0  # prepare: VAE encode of the portrait + 32 zero frames
+DECODE_BYTES = 136.0  # VAE decode of a chunk
+MOTION_BYTES = 100.0  # VAE encode of the last motion frames
+PROMPT_BYTES = 380.0
+PORTRAIT_BYTES = 1680.0
+AUDIO_BYTES = 9.2
 VAE_FP32_FACTOR = 2.0  # not measured: float32 activations are twice bf16's
 
-# Speed of streaming, measured on one H200 (2026-12-02): pinned host-to-device copies, and the
-# compute time of one DiT block per denoising step at 12,096 tokens (448x768, one GPU).
-HOST_TO_DEVICE_BYTES_PER_S = 25e9
-BLOCK_STEP_S = {("bf16", False): 0.0317, ("bf16", True): 0.0207, ("fp8", False): 0.027, ("fp8", True): 0.0157,
-                ("fp32", False): 0.12, ("fp32", True): 0.09}
+# Speed of streaming, measured on one H200 (PCIe 5.0 x16, 2026-12-02): pinned host-to-device
+# copies, and the compute time of one DiT block per denoising step at 12,096 tokens on one GPU
+# (eager: this measurement; compiled: the 2026-12-01 engine bench, DiT time / 4 steps / 40 blocks).
+HOST_TO_DEVICE_BYTES_PER_S = 55e9
+BLOCK_STEP_S = {("bf16", False): 0.0313, ("bf16", True): 0.0207, ("fp8", False): 0.0376, ("fp8", True): 0.0157,
+                ("fp32", False): 0.0626, ("fp32", True): 0.0414}  # fp32: not measured, twice bf16
 BLOCK_STEP_TOKENS = 12_096
 
 
