@@ -40,6 +40,7 @@ from engine.flashtalk.parallel.process_group import (
 from engine.flashtalk.pipeline.models import T5_TOKENIZER, FlashTalkModels
 from engine.flashtalk.pipeline.settings import StreamSettings
 from engine.flashtalk.pipeline.streaming import StreamingPipeline, StreamState
+from engine.flashtalk.runtime.compile_cache import cache_report, use_compile_cache
 from engine.flashtalk.runtime.memory_plan import (
     HOST_TO_DEVICE_BYTES_PER_S,
     MemoryPlan,
@@ -168,6 +169,7 @@ class FlashTalkBackend(Backend):
         install_offload(models, self.memory_plan, placer)
         models.dit.set_attention_backend(options.attention)
         if options.compile:
+            use_compile_cache()  # a restarted engine loads its kernels instead of compiling them
             if self.memory_plan.streamed:  # block by block: the streaming hooks run between blocks
                 compile_dit_blocks(models.dit)
             else:
@@ -258,6 +260,8 @@ class FlashTalkBackend(Backend):
                 stream.generate(silence, idle=True)
         finally:
             stream.close()
+        if self.options.compile:
+            print(f"compile cache: {cache_report()}", file=sys.stderr, flush=True)
         return time.perf_counter() - t0
 
     def open_stream(self, portrait: np.ndarray, settings: SessionSettings) -> FlashTalkStream:
