@@ -223,7 +223,8 @@ class FlashTalkBackend(Backend):
         try:
             if not options.random_weights:
                 validate_model_dir(model_dir, wav2vec)
-            plan = plan_engine_memory(None if options.random_weights else model_dir, wav2vec, options.precision,
+            official = options.random_weights is not None  # random 14B: the official sizes, any folder
+            plan = plan_engine_memory(None if official else model_dir, None if official else wav2vec, options.precision,
                                       options.offload, options.gpu_memory_gb, device,
                                       self.world.world_size if self.world else 1)
             limit_device_memory(device, plan)

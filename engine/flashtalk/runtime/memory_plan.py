@@ -16,7 +16,7 @@ The predicted peak (what torch.cuda.max_memory_allocated reports) is the largest
 of a session, of: the resident weights, what visits the GPU in that phase, and that phase's working
 memory (activations, kernel workspaces). Weights are counted from the modules themselves
 (module_sizes.py). Working memory per phase was measured on one H200 (docs/perf-notes.md,
-2026-12-02) and is kept here per token (DiT) or per pixel (VAE) and channel, so it scales with the
+2026-12-01) and is kept here per token (DiT) or per pixel (VAE) and channel, so it scales with the
 session size, the model width and the number of GPUs the tokens and frame bands are split over.
 
 This module does not import torch (the doctor plans on machines where torch may be missing).
@@ -36,21 +36,21 @@ STREAM_SLOTS = 2  # device buffers the streamed DiT blocks rotate through
 ALLOCATOR_RESERVE = 0.08  # share of a budget left for the caching allocator's split blocks (reserved > allocated)
 PHASES = ("prompt", "portrait", "condition", "audio", "denoise", "decode", "motion")
 
-# Working memory above the weights, measured on one H200 (eager, 2026-12-02, scripts/gpu/memory_check.py:
+# Working memory above the weights, measured on one H200 (eager, 2026-12-01, scripts/gpu/memory_check.py:
 # max_memory_allocated during the phase minus the weights resident or visiting then), in bytes per unit:
 # DiT step per local token per DiT channel, by precision; VAE passes per local pixel per VAE base
 # channel (bf16; fp32 doubles it); umT5 per text token per channel; CLIP per image token per channel;
 # wav2vec2 per window sample per feature channel.
-DENOISE_BYTES = {"bf16": 43.7, "fp8": 41.8, "fp32": 87.4}  # fp32 not measured: twice bf16
-CONDITION_BYTES = 110.0  # prepare: VAE encode of the portrait + 32 zero frames
-DECODE_BYTES = 136.0  # VAE decode of a chunk
-MOTION_BYTES = 100.0  # VAE encode of the last motion frames
-PROMPT_BYTES = 380.0
-PORTRAIT_BYTES = 1680.0
-AUDIO_BYTES = 9.2
+DENOISE_BYTES = {"bf16": 37.4, "fp8": 35.7, "fp32": 74.8}  # fp32 not measured: twice bf16
+CONDITION_BYTES = 98.7  # prepare: VAE encode of the portrait + 32 zero frames
+DECODE_BYTES = 124.9  # VAE decode of a chunk
+MOTION_BYTES = 88.5  # VAE encode of the last motion frames
+PROMPT_BYTES = 199.0
+PORTRAIT_BYTES = 532.0
+AUDIO_BYTES = 3.46
 VAE_FP32_FACTOR = 2.0  # not measured: float32 activations are twice bf16's
 
-# Speed of streaming, measured on one H200 (PCIe 5.0 x16, 2026-12-02): pinned host-to-device
+# Speed of streaming, measured on one H200 (PCIe 5.0 x16, 2026-12-01): pinned host-to-device
 # copies, and the compute time of one DiT block per denoising step at 12,096 tokens on one GPU
 # (eager: this measurement; compiled: the 2026-12-01 engine bench, DiT time / 4 steps / 40 blocks).
 HOST_TO_DEVICE_BYTES_PER_S = 55e9
