@@ -58,8 +58,10 @@ def run(args: argparse.Namespace) -> int:
         result = measure(backend, portrait, speech, settings, args.chunks, timeline)
     except BackendError as exc:
         raise UserError(str(exc)) from None
+    plan = getattr(backend, "memory_plan", None)
     result.update(backend=args.backend, load_s=load_s, host=platform.node(),
-                  gpu=getattr(backend, "device_name", None), options=vars_of(args))
+                  gpu=getattr(backend, "device_name", None), options=vars_of(args),
+                  memory_plan=plan.as_dict() if plan is not None else None)
     print(format_table(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -9,13 +9,11 @@ The DiT is loaded block by block; `place_block` sees each block on the device as
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import torch
-from torch import nn
 
 from engine.flashtalk.model.clip import CLIPVisual, CLIPVisualConfig
 from engine.flashtalk.model.dit import FlashTalkDiT
@@ -24,8 +22,7 @@ from engine.flashtalk.model.t5 import T5TextEncoder, UMT5Config, UMT5Encoder
 from engine.flashtalk.model.vae import WanVAE, WanVAEConfig, build_diffusers_vae
 from engine.flashtalk.model.wav2vec import Wav2VecFeatures, normalize_loudness
 from engine.flashtalk.parallel.sequence_parallel import SequenceParallel
-
-PlaceBlock = Callable[[int, nn.Module], None]  # (DiT block index, the block just loaded on the device)
+from engine.flashtalk.weights.dit_loader import PlaceBlock, load_dit
 
 # File names of the official layout (FLASHTALK_MODEL.md section 2).
 T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
@@ -54,8 +51,6 @@ class FlashTalkModels:
                         dtype: torch.dtype = torch.bfloat16, place_block: PlaceBlock | None = None) -> FlashTalkModels:
         """Load the official layout (validated beforehand by weights.validate_model_dir)."""
         from transformers.utils import logging as hf_logging
-
-        from engine.flashtalk.weights.dit_loader import load_dit
 
         hf_logging.disable_progress_bar()  # the engine reports its own load time
         dit = load_dit(model_dir, device=device, dtype=dtype, place_block=place_block)

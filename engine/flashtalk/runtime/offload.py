@@ -28,10 +28,9 @@ import torch
 from torch import nn
 
 from engine.flashtalk.model.fp8_linear import quantize_block_linears
-from engine.flashtalk.runtime.memory_plan import GIB, MemoryPlan, MemoryPlanError
+from engine.flashtalk.runtime.memory_plan import GIB, STREAM_SLOTS, MemoryPlan, MemoryPlanError
 
 ALIGNMENT = 256  # bytes: every tensor in a home or slot starts at such an offset (vector loads, cuBLAS)
-STREAM_SLOTS = 2
 BANDWIDTH_PROBE_BYTES = 256 * 2 ** 20
 
 
