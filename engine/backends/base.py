@@ -99,6 +99,10 @@ class Backend(ABC):
     warms_up_by_default = False  # `serve` warms up before `ready` unless told otherwise
     gpus = 0  # GPUs a session computes on (the engine's welcome reports it)
 
+    def memory_plan_report(self) -> dict | None:
+        """What sits where in device memory and what it costs (benchmarks record it); None: no plan."""
+        return None
+
     def warm_up(self, settings: SessionSettings | None = None) -> float:
         """Seconds spent making the first session as fast as later ones; nothing to do by default."""
         return 0.0

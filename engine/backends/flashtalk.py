@@ -87,11 +87,15 @@ class FlashTalkBackend(Backend):
         self.gpus = options.gpus
         self.device_name = self.runtime.device_name
         self.precision = self.runtime.precision
+        self.memory_plan = self.runtime.memory_plan  # what sits where on the GPU, and what it costs
         self.warms_up_by_default = self.runtime.device.type == "cuda"  # a CPU engine is for tests
 
     def follow(self) -> None:
         with _as_backend_errors():
             self.runtime.follow()
+
+    def memory_plan_report(self) -> dict:
+        return self.memory_plan.as_dict()
 
     def warm_up(self, settings: SessionSettings | None = None) -> float:
         """Two chunks of silence at the sessions' default size and prompt (see FlashTalkRuntime.warm_up)."""

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     except BackendError as exc:
         raise UserError(str(exc)) from None
     result.update(backend=args.backend, load_s=load_s, host=platform.node(),
-                  gpu=backend.device_name, options=vars_of(args))
+                  gpu=backend.device_name, options=vars_of(args), memory_plan=backend.memory_plan_report())
     print(format_table(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

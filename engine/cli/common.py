@@ -31,8 +31,9 @@ def add_backend_options(parser: argparse.ArgumentParser, command: str) -> None:
             parser.add_argument(meta["flag"], dest=_dest(option), action="store_true", help=meta["help"])
             continue
         choices = [str(c) for c in meta["choices"]] if meta["choices"] else None  # argparse shows repr()
+        bare = {"nargs": "?", "const": meta["const"]} if meta["const"] is not None else {}
         parser.add_argument(meta["flag"], dest=_dest(option), type=meta["type"], default=option.default,
-                            choices=choices, metavar=meta["metavar"], help=meta["help"])
+                            choices=choices, metavar=meta["metavar"], help=meta["help"], **bare)
 
 
 def backend_options(args: argparse.Namespace) -> BackendOptions:

@@ -20,23 +20,15 @@ from pathlib import Path
 from engine.backends import backend_class
 from engine.backends.base import BackendUnavailable
 from engine.flashtalk.weights.checkpoint_layout import (
-    CLIP_CHECKPOINT,
-    DIT_WEIGHTS_GLOB,
     MODEL_FOLDER,
-    T5_CHECKPOINT,
-    VAE_CHECKPOINT,
     wav2vec_dir_for,
 )
 from engine.protocol.backend_names import DEFAULT_BACKEND, BackendName
 from engine.protocol.doctor_report import OK, PROBLEM, WARNING, CheckResult
-from engine.protocol.engine_options import BackendOptions, Precision, default_precision
+from engine.protocol.engine_options import BackendOptions, default_precision
 
 MIN_PYTHON = (3, 11)
 GIB = 1024 ** 3
-WORKING_MEMORY_FRACTION = 0.25  # activations, caches and allocator slack on top of the weights
-MIN_WORKING_GIB = 1.0
-# File sizes (GB) of the official SoulX-FlashTalk-14B checkpoint, used when no folder is given.
-OFFICIAL_WEIGHT_GB = {"dit": 37.8, "t5": 11.4, "clip": 4.8, "vae": 0.5, "wav2vec": 0.4}
 INSTALL_FLASHTALK = "pip install 'flashtalk-studio[flashtalk]'"
 DOWNLOAD_MODELS = f"flashtalk models download ~/models   (then pass --model ~/models/{MODEL_FOLDER})"
 BACKEND_PACKAGES = {
@@ -233,52 +225,62 @@ def check_torch(setup: DoctorSetup, gpu: GpuReport) -> CheckResult:
     return CheckResult("torch", OK, build + (", sees the GPU" if gpu.torch_sees_gpu else ""))
 
 
-def required_gpu_gib(setup: DoctorSetup) -> float:
-    """Estimated memory one card needs: resident weights plus a working share.
+def plan_gpu_memory(setup: DoctorSetup, free_gib: float | None = None):
+    """The engine's memory plan for this setup (runtime.memory_plan) -> (plan, note).
 
-    Sequence parallelism replicates the weights on every rank, so the need is per card whatever
-    --gpus is. fp8 halves the (bf16-stored) DiT, fp32 doubles it; --offload keeps only the DiT and VAE
-    on the card.
+    Sizes come from the --model folder's configs, or the official 14B's when no readable folder
+    is given (the note says so); with --offload auto and no --gpu-memory, the budget is `free_gib`.
     """
-    sizes = _weight_sizes_gib(setup) or {k: v * 1e9 / GIB for k, v in OFFICIAL_WEIGHT_GB.items()}
-    if setup.planned_precision == Precision.FP8:
-        sizes["dit"] = sizes["dit"] / 2
-    elif setup.planned_precision == Precision.FP32:
-        sizes["dit"] = sizes["dit"] * 2
-    resident = sizes["dit"] + sizes["vae"] if setup.offload else sum(sizes.values())
-    return resident + max(MIN_WORKING_GIB, WORKING_MEMORY_FRACTION * resident)
+    from engine.flashtalk.runtime.memory_plan import GIB as PLAN_GIB
+    from engine.flashtalk.runtime.memory_plan import Workload, choose_plan
+    from engine.flashtalk.runtime.module_sizes import checkpoint_sizes
+    from engine.flashtalk.weights import CheckpointError
+
+    note = ""
+    try:
+        sizes = checkpoint_sizes(setup.model_dir, setup.wav2vec, setup.planned_precision)
+    except (CheckpointError, OSError, ValueError):
+        sizes = checkpoint_sizes(None, None, setup.planned_precision)
+        note = ", official 14B sizes: the --model folder is unreadable"
+    budget_gib = setup.gpu_memory_gb if setup.gpu_memory_gb is not None else (
+        free_gib if setup.offload == "auto" else None)
+    budget = None if budget_gib is None else int(budget_gib * PLAN_GIB)
+    return choose_plan(sizes, setup.offload, Workload.of(gpus=setup.gpus), budget), note
 
 
-def _weight_sizes_gib(setup: DoctorSetup) -> dict[str, float] | None:
-    if setup.model_dir is None or not setup.model_dir.is_dir():
-        return None
-    groups = {"dit": DIT_WEIGHTS_GLOB, "t5": T5_CHECKPOINT, "clip": CLIP_CHECKPOINT, "vae": VAE_CHECKPOINT}
-    sizes = {k: sum(p.stat().st_size for p in setup.model_dir.glob(pat)) / GIB
-             for k, pat in groups.items()}
-    wav2vec = setup.wav2vec
-    sizes["wav2vec"] = (sum(p.stat().st_size for p in wav2vec.glob("*") if p.is_file()) / GIB
-                        if wav2vec is not None and wav2vec.is_dir() else 0.0)
-    return sizes if sizes["dit"] > 0 else None
+def required_gpu_gib(setup: DoctorSetup) -> float:
+    """The predicted peak per card, GiB (weights replicate on every card; tokens and VAE bands split)."""
+    return plan_gpu_memory(setup)[0].peak / GIB
 
 
 def check_gpu_memory(setup: DoctorSetup, gpu: GpuReport) -> CheckResult:
     if not setup.on_gpu:
         return CheckResult("gpu memory", OK, "no GPU memory needed by this setup")
-    need = required_gpu_gib(setup)
-    config = f"{setup.planned_precision}{', offload' if setup.offload else ''}"
-    if not gpu.cards:
-        return CheckResult("gpu memory", PROBLEM, f"about {need:.0f} GiB per card needed ({config}), "
-                           "no GPU found", "attach the studio to a GPU server (docs/quickstart.md)")
     used = gpu.cards[:setup.gpus]
-    short = [c for c in used if c.free_gib < need]
+    free_gib = min((c.free_gib for c in used), default=None)
+    from engine.flashtalk.runtime.memory_plan import MemoryPlanError  # plain arithmetic, no torch
+
+    try:
+        plan, note = plan_gpu_memory(setup, free_gib)
+    except ImportError as exc:
+        return CheckResult("gpu memory", PROBLEM, f"cannot plan GPU memory: {exc.name or exc} is missing",
+                           INSTALL_FLASHTALK)
+    except MemoryPlanError as exc:
+        return CheckResult("gpu memory", PROBLEM, str(exc), "pass a larger --gpu-memory, or --offload auto")
+    streamed = f", {len(plan.streamed)} of {len(plan.sizes.dit_blocks)} DiT blocks streamed" if plan.streamed else ""
+    detail = (f"predicted peak {plan.peak / GIB:.1f} GiB per card ({setup.planned_precision}, --offload {plan.level}"
+              f"{streamed}, 448x768, peak while: {plan.peak_phase}{note})")
+    if not gpu.cards:
+        return CheckResult("gpu memory", PROBLEM, f"{detail}; no GPU found",
+                           "attach the studio to a GPU server (docs/quickstart.md)")
     free = ", ".join(f"{c.index}: {c.free_gib:.1f} GiB free" for c in used)
+    short = [c for c in used if c.free_gib < plan.peak / GIB]
     if short:
-        fix = ("pass --offload (idle modules wait on the CPU)" if not setup.offload
+        fix = ("pass --offload auto (waits in host memory what does not fit)" if setup.offload != "auto"
                else "use a card with more memory, or --precision fp8, or close what holds the GPU "
                     "(nvidia-smi lists it)")
-        return CheckResult("gpu memory", PROBLEM, f"about {need:.0f} GiB per card needed ({config}); "
-                           f"{free}", fix)
-    return CheckResult("gpu memory", OK, f"about {need:.0f} GiB per card needed ({config}); {free}")
+        return CheckResult("gpu memory", PROBLEM, f"{detail}; {free}", fix)
+    return CheckResult("gpu memory", OK, f"{detail}; {free}")
 
 
 def check_models(setup: DoctorSetup) -> CheckResult:

@@ -7,6 +7,7 @@ this is the one module of engine options the studio may import.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
@@ -26,6 +27,11 @@ RANDOM_WEIGHT_MODELS = ("14b",)  # benchmarks: this model's shapes with random w
 DEFAULT_GPUS = 1  # GPUs for one session (flashtalk); more run the engine under torchrun
 MIN_GPUS = 1
 DEFAULT_RANK_TIMEOUT_S = 120.0  # long enough for a first-chunk compile
+# --offload: what waits in host memory (engine.flashtalk.runtime.memory_plan plans each level).
+OFFLOAD_LEVELS = ("none", "encoders", "blocks", "all")
+NO_OFFLOAD = "none"
+AUTO_OFFLOAD = "auto"  # the least offload that fits --gpu-memory
+OFFLOAD_CHOICES = (*OFFLOAD_LEVELS, AUTO_OFFLOAD)
 
 ENGINE_COMMANDS = ("serve", "render", "bench")  # the commands that start an engine
 PLANNED = (*ENGINE_COMMANDS, "doctor")  # options `doctor` also takes, to check that setup
@@ -38,10 +44,11 @@ def default_precision(device_type: str) -> Precision:
 
 
 def option(default, flag: str, help: str, *, type=str, choices: tuple[str, ...] | None = None,
-           metavar: str | None = None, commands: tuple[str, ...] = ENGINE_COMMANDS):
-    """A BackendOptions field, with how a command line offers it (`type=bool`: a switch)."""
+           metavar: str | None = None, const: str | None = None, commands: tuple[str, ...] = ENGINE_COMMANDS):
+    """A BackendOptions field, with how a command line offers it (`type=bool`: a switch; `const`: the
+    value of the flag given bare)."""
     return field(default=default, metadata={"flag": flag, "help": help, "type": type, "choices": choices,
-                                            "metavar": metavar, "commands": commands})
+                                            "metavar": metavar, "const": const, "commands": commands})
 
 
 @dataclass
@@ -58,8 +65,13 @@ class BackendOptions:
                        commands=PLANNED)
     precision: str | None = option(None, "--precision", "flashtalk weights and compute (default: bf16 on a "
                                    "GPU, fp32 on a CPU)", choices=tuple(Precision), commands=PLANNED)
-    offload: bool = option(False, "--offload", "keep idle flashtalk modules on the CPU (fits 48 GB cards, "
-                           "slower)", type=bool, commands=PLANNED)
+    offload: str = option(NO_OFFLOAD, "--offload", "flashtalk: what waits in host memory: none, encoders (umT5, "
+                          "CLIP), blocks (+ DiT blocks stream), all (+ VAE, wav2vec2); auto (a bare --offload): "
+                          "the least that fits --gpu-memory", choices=OFFLOAD_CHOICES, const=AUTO_OFFLOAD,
+                          commands=PLANNED)
+    gpu_memory_gb: float | None = option(None, "--gpu-memory", "flashtalk: GiB the engine may allocate per GPU "
+                                         "(caps torch's allocator; default: no cap)", type=float, metavar="GB",
+                                         commands=PLANNED)
     compile: bool = option(False, "--compile", "torch.compile the DiT and VAE", type=bool)
     attention: str | None = option(None, "--attention", "flashtalk attention kernel (default: the fastest "
                                    "that runs here)", choices=ATTENTION_KERNELS)
@@ -76,6 +88,8 @@ class BackendOptions:
             raise ValueError(f"{flag_of('gpus')} must be at least {MIN_GPUS}")
         if not self.rank_timeout_s > 0:
             raise ValueError(f"{flag_of('rank_timeout_s')} must be a positive number of seconds")
+        if self.gpu_memory_gb is not None and not 0 < self.gpu_memory_gb < math.inf:
+            raise ValueError(f"{flag_of('gpu_memory_gb')} must be a positive number of GiB, e.g. 22")
         return self
 
 

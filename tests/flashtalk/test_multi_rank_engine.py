@@ -41,11 +41,13 @@ def _stream_frames(backend) -> np.ndarray:
     return stream_speech_frames(backend, SETTINGS, CHUNKS)
 
 
-def _engine_rank(rank: int, world_size: int, model_dir: Path, precision: str = "fp32"):
+def _engine_rank(rank: int, world_size: int, model_dir: Path, precision: str = "fp32", offload: str = "none"):
     from engine.backends.flashtalk import FlashTalkBackend
     backend = FlashTalkBackend(BackendOptions(model_dir=model_dir, device="cpu", gpus=world_size,
-                                              precision=precision))
+                                              precision=precision, offload=offload))
     models = backend.runtime.pipeline.models
+    # Each rank offloads its own copy
+    assert (models.placement is None) == (offload == "none")
     # Each rank must really work on its slice: sequence-parallel DiT, band-parallel VAE.
     assert models.parallel is not None and models.parallel.world_size == world_size
     assert type(models.vae).__name__ == "ParallelVAE"
@@ -53,6 +55,8 @@ def _engine_rank(rank: int, world_size: int, model_dir: Path, precision: str = "
         backend.follow()
         return None
     frames = _stream_frames(backend)
+    if offload != "none":
+        assert all(models.placement.at_home(name) for name in ("clip", "vae", "dit_block_0", "dit_block_1"))
     backend.close()
     return frames
 
@@ -70,6 +74,12 @@ def test_ranks_stream_the_frames_of_one_rank(model_dir, world):
     assert many.shape == one.shape == (CHUNKS, 20, 80, 112, 3)
     diff = np.abs(many.astype(int) - one.astype(int))
     assert diff.max() <= 1 and diff.mean() < 0.01, f"max {diff.max()}, mean {diff.mean():.4f}"
+
+
+def test_ranks_offloading_everything_stream_the_frames_of_ranks_that_do_not(model_dir):
+    plain = run_on_gloo_world(2, _engine_rank, model_dir, "fp32", "none", init=False)
+    offloaded = run_on_gloo_world(2, _engine_rank, model_dir, "fp32", "all", init=False)
+    np.testing.assert_array_equal(offloaded, plain)
 
 
 def _hang_rank(rank: int, world_size: int) -> float | None:

@@ -25,13 +25,23 @@ def linear_fp32(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return F.linear(x.float(), layer.weight.float(), bias)
 
 
+def _random_modulation(modulation: nn.Parameter) -> None:
+    """N(0, 1/dim): shifts, scales and gates of a random model stay of order 1/sqrt(dim)."""
+    with torch.no_grad():
+        modulation.normal_(0.0, modulation.shape[-1] ** -0.5)
+
+
 class RMSNorm(nn.Module):
     """RMS norm over the last dim in float32, rounded to the input dtype, then scaled."""
 
     def __init__(self, dim: int, eps: float):
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.weight = nn.Parameter(torch.empty(dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x32 = x.float()
@@ -193,7 +203,12 @@ class DiTBlock(nn.Module):
         self.norm2 = FP32LayerNorm(dim, eps, elementwise_affine=False)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
         # shift/scale/gate for self-attention, then for the FFN
-        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim ** 0.5)
+        self.modulation = nn.Parameter(torch.empty(1, 6, dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The block's own parameter (its layers reset their own)."""
+        _random_modulation(self.modulation)
 
     def modulation_terms(self, e0: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """e0 float32 [B, 6, C] -> six float32 [B, 1, C]: shift1, scale1, gate1, shift2, scale2, gate2."""
@@ -224,7 +239,11 @@ class Head(nn.Module):
         super().__init__()
         self.norm = FP32LayerNorm(dim, eps, elementwise_affine=False)
         self.head = nn.Linear(dim, patch_volume * out_dim)
-        self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim ** 0.5)
+        self.modulation = nn.Parameter(torch.empty(1, 2, dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        _random_modulation(self.modulation)
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """x [B, L, C], e float32 [B, C] -> float32 [B, L, prod(patch) * out_dim]."""

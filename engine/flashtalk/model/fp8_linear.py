@@ -119,16 +119,20 @@ def quantize_dit_linears(dit: nn.Module, use_scaled_mm: bool | None = None) -> i
     multiple of 16) stays as it is. Quantise before torch.compile and after any dtype change.
     """
     dit = getattr(dit, "_orig_mod", dit)  # a torch.compile wrapper: convert the module inside
+    return sum(quantize_block_linears(block, use_scaled_mm) for block in dit.blocks)
+
+
+def quantize_block_linears(block: nn.Module, use_scaled_mm: bool | None = None) -> int:
+    """quantize_dit_linears for one DiTBlock (a block can be converted as soon as it is loaded)."""
     count = 0
-    for block in dit.blocks:
-        for name in BLOCK_LINEARS:
-            parent_name, _, child = name.rpartition(".")
-            parent = block.get_submodule(parent_name)
-            layer = getattr(parent, child)
-            if not isinstance(layer, nn.Linear) or not _fits_scaled_mm(layer):
-                continue
-            setattr(parent, child, FP8Linear.from_linear(layer, use_scaled_mm))
-            count += 1
+    for name in BLOCK_LINEARS:
+        parent_name, _, child = name.rpartition(".")
+        parent = block.get_submodule(parent_name)
+        layer = getattr(parent, child)
+        if not isinstance(layer, nn.Linear) or not _fits_scaled_mm(layer):
+            continue
+        setattr(parent, child, FP8Linear.from_linear(layer, use_scaled_mm))
+        count += 1
     return count
 
 

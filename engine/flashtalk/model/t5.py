@@ -70,7 +70,11 @@ def t5_config_from_state_dict(sd: dict[str, torch.Tensor]) -> UMT5Config:
 class T5RMSNorm(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.weight = nn.Parameter(torch.empty(dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x * torch.rsqrt(x.float().pow(2).mean(dim=-1, keepdim=True) + RMS_EPS)  # float32
@@ -196,8 +200,10 @@ class T5TextEncoder:
         return cls(model, tokenizer, text_len)
 
     @torch.no_grad()
-    def encode(self, prompts: list[str]) -> torch.Tensor:
-        device = self.model.token_embedding.weight.device
+    def encode(self, prompts: list[str], device: torch.device | None = None) -> torch.Tensor:
+        """-> [B, text_len, dim] on `device` (default: the embedding's; give it when the layers
+        visit the device one at a time and wait on the CPU in between)."""
+        device = device or self.model.token_embedding.weight.device
         batch = self.tokenizer([clean_prompt(p) for p in prompts], padding="max_length",
                                truncation=True, max_length=self.text_len, return_tensors="pt",
                                add_special_tokens=True)

@@ -143,7 +143,7 @@ class StreamingPipeline:
         """
         m, s = self.models, state.settings
         timer = StageTimer(self.device, self.stage_timings, on_start=on_stage)
-        with timer(Stage.AUDIO_FEATURES):
+        with timer(Stage.AUDIO_FEATURES), m.visit("audio_encoder"):
             audio = chunk_audio_embedding(m.audio_encoder, m.normalize_loudness, window,
                                           s.sample_rate, s.fps, s.frame_num)  # [1, 33, 5, L, D]
             audio = audio.to(self.device, self.dtype)

@@ -7,6 +7,7 @@ FlashTalkUnavailable.
 """
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 
@@ -16,7 +17,10 @@ import torch
 from engine.flashtalk.parallel.process_group import close_rank_world
 from engine.flashtalk.pipeline.settings import StreamSettings
 from engine.flashtalk.pipeline.streaming import StreamingPipeline, StreamState
-from engine.flashtalk.runtime.assembly import assemble_models
+from engine.flashtalk.runtime.assembly import assemble_models, plan_memory
+from engine.flashtalk.runtime.compile_cache import cache_report
+from engine.flashtalk.runtime.memory_plan import HOST_TO_DEVICE_BYTES_PER_S
+from engine.flashtalk.runtime.offload import host_to_device_bytes_per_s
 from engine.flashtalk.runtime.out_of_memory import memory_errors_are_clear
 from engine.flashtalk.runtime.precision import resolve_precision
 from engine.flashtalk.runtime.ranks import CommandChannel, LeaderPipeline, follow, join_ranks
@@ -34,9 +38,15 @@ class FlashTalkRuntime:
         self.device = self.world.device if self.world else torch.device(options.device or device_type)
         self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         self.precision = resolve_precision(options.precision, self.device)
+        self.compiled = options.compile
+        self.memory_plan = plan_memory(options, self.precision, self.device,
+                                       self.world.world_size if self.world else 1)  # before any weight is read
         t0 = time.perf_counter()
-        models = assemble_models(options, self.precision, self.device, self.world)
+        models = assemble_models(options, self.precision, self.device, self.world, self.memory_plan)
         self.load_s = time.perf_counter() - t0
+        streams = self.memory_plan.streamed or self.memory_plan.vae_and_audio_on_host
+        rate = (host_to_device_bytes_per_s(self.device) if streams else None) or HOST_TO_DEVICE_BYTES_PER_S
+        print(self.memory_plan.describe(rate, options.compile), file=sys.stderr, flush=True)
         self.pipeline = StreamingPipeline(models)
         self._leader: LeaderPipeline | None = None
         if self.world and self.world.is_leader:
@@ -83,6 +93,8 @@ class FlashTalkRuntime:
                 self.generate(state, silence)
         finally:
             self.release(state)
+        if self.compiled:
+            print(f"compile cache: {cache_report()}", file=sys.stderr, flush=True)
         return time.perf_counter() - t0
 
     def memory_report(self) -> dict:

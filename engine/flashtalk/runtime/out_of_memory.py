@@ -37,7 +37,8 @@ def out_of_memory_error(exc: BaseException, device: torch.device) -> FlashTalkOu
     failed = f" ({readable_size(size.group(1))} could not be allocated)" if size else ""
     return FlashTalkOutOfMemory(f"out of {'GPU' if device.type == 'cuda' else 'CPU'} memory{failed}: lower the "
                                 "resolution (--size, or the session's width and height), use --precision fp8 "
-                                "or --offload, or spread the model over more GPUs (--gpus N)")
+                                "or --offload auto (with --gpu-memory GB), or spread the model over more GPUs "
+                                "(--gpus N)")
 
 
 def readable_size(amount: str) -> str:
