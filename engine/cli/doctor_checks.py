@@ -234,7 +234,7 @@ def plan_gpu_memory(setup: DoctorSetup, free_gib: float | None = None):
     from engine.flashtalk.runtime.memory_plan import GIB as PLAN_GIB
     from engine.flashtalk.runtime.memory_plan import Workload, choose_plan
     from engine.flashtalk.runtime.module_sizes import checkpoint_sizes
-    from engine.flashtalk.weights import CheckpointError
+    from engine.flashtalk.weights.checkpoint_validation import CheckpointError
 
     note = ""
     try:

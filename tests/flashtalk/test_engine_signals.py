@@ -19,7 +19,7 @@ from tests.conftest import EngineProcess  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from engine.flashtalk.weights import make_tiny
+    from engine.flashtalk.weights.tiny_checkpoint import make_tiny
     return make_tiny(tmp_path_factory.mktemp("tiny"), seed=0)[0]
 
 

@@ -29,7 +29,7 @@ AT_HOME = {"none": set(), "encoders": {"text_encoder", "clip"},
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from engine.flashtalk.weights import make_tiny
+    from engine.flashtalk.weights.tiny_checkpoint import make_tiny
     return make_tiny(tmp_path_factory.mktemp("tiny"), seed=0)[0]
 
 

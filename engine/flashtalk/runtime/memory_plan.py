@@ -306,7 +306,7 @@ def plan_engine_memory(model_dir, wav2vec_dir, precision: str, offload: str, gpu
 
     from engine.flashtalk.runtime.module_sizes import checkpoint_sizes
 
-    sizes = checkpoint_sizes(model_dir, wav2vec_dir, precision)
+    sizes = checkpoint_sizes(model_dir, wav2vec_dir, precision, device)
     budget = None if gpu_memory_gb is None else int(gpu_memory_gb * GIB)
     if budget is None and offload == AUTO and device.type == "cuda":
         budget = torch.cuda.mem_get_info(device.index if device.index is not None else torch.cuda.current_device())[0]

@@ -16,22 +16,13 @@ from engine.flashtalk.model.dit import FlashTalkDiT
 from engine.flashtalk.model.fp8_linear import quantize_dit_linears
 from engine.flashtalk.model.t5 import UMT5Config, UMT5Encoder, t5_config_from_state_dict
 from engine.flashtalk.model.vae import WanVAEConfig, build_diffusers_vae, vae_config_from_state_dict
-from engine.flashtalk.pipeline.models import default_dtype
+from engine.flashtalk.pipeline.models import default_dtype, encoder_dtypes
 from engine.flashtalk.runtime.memory_plan import ModuleSizes
-from engine.flashtalk.weights.checkpoint_layout import (
-    CLIP_CHECKPOINT,
-    T5_CHECKPOINT,
-    VAE_CHECKPOINT,
-    WAV2VEC_CONFIG,
-    load_pth,
-    meta_dit,
-)
+from engine.flashtalk.runtime.precision import PRECISION_DTYPES
+from engine.flashtalk.weights.checkpoint_layout import CLIP_CHECKPOINT, T5_CHECKPOINT, VAE_CHECKPOINT, WAV2VEC_CONFIG
+from engine.flashtalk.weights.checkpoint_validation import load_pth, meta_dit
 
-# The dtype each network runs in, by the DiT precision (pipeline.models loads them so).
-DIT_DTYPES = {"bf16": torch.bfloat16, "fp8": torch.bfloat16, "fp32": torch.float32}
-TEXT_DTYPE = torch.bfloat16
-CLIP_DTYPE = torch.float16
-AUDIO_DTYPE = torch.float32
+AUDIO_DTYPE = torch.float32  # wav2vec2 runs in fp32 everywhere
 
 
 def module_bytes(module: nn.Module) -> int:
@@ -61,14 +52,17 @@ def loaded_sizes(models, precision: str) -> ModuleSizes:
                     models.vae.model, models.audio_encoder.model, precision)
 
 
-def checkpoint_sizes(model_dir: Path | None, wav2vec_dir: Path | None, precision: str) -> ModuleSizes:
-    """Sizes of the networks in `model_dir` (None: the official SoulX-FlashTalk-14B) at `precision`.
+def checkpoint_sizes(model_dir: Path | None, wav2vec_dir: Path | None, precision: str,
+                     device: torch.device = torch.device("cuda")) -> ModuleSizes:
+    """Sizes of the networks in `model_dir` (None: the official SoulX-FlashTalk-14B) at `precision`,
+    in the dtypes they run in on `device` (pipeline.models loads them so).
 
     Reads configs and memory-mapped headers only. Raises CheckpointError for a damaged folder.
     """
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-    dtype = DIT_DTYPES[precision]
+    dtype = PRECISION_DTYPES[precision]
+    clip_dtype, text_dtype = encoder_dtypes(torch.device(device))
     with torch.device("meta"), default_dtype(dtype):
         dit = meta_dit(model_dir) if model_dir is not None else FlashTalkDiT(**FlashTalkDiT.official_config())
         vae_config = vae_config_from_state_dict(load_pth(model_dir / VAE_CHECKPOINT)) if model_dir else WanVAEConfig()
@@ -77,10 +71,10 @@ def checkpoint_sizes(model_dir: Path | None, wav2vec_dir: Path | None, precision
         if precision == "fp8":
             quantize_dit_linears(dit, use_scaled_mm=False)
         t5_config = t5_config_from_state_dict(load_pth(model_dir / T5_CHECKPOINT)) if model_dir else UMT5Config()
-        text = UMT5Encoder(t5_config).to(TEXT_DTYPE)
+        text = UMT5Encoder(t5_config).to(text_dtype)
         clip_config = (clip_visual_config_from_state_dict(load_pth(model_dir / CLIP_CHECKPOINT)) if model_dir
                        else CLIPVisualConfig())
-        clip = CLIPVisual(clip_config).to(CLIP_DTYPE)
+        clip = CLIPVisual(clip_config).to(clip_dtype)
         audio_config = (Wav2Vec2Config.from_pretrained(str(wav2vec_dir)) if wav2vec_dir is not None
                         and (Path(wav2vec_dir) / WAV2VEC_CONFIG).is_file() else Wav2Vec2Config())
         audio = Wav2Vec2Model(audio_config).to(AUDIO_DTYPE)
