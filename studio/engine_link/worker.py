@@ -40,7 +40,7 @@ class EngineWorker(QObject):
     session_refused = Signal(str, str)  # code, one-line message (e.g. bad_portrait)
     chunk = Signal(object)  # ReceivedChunk
     metrics = Signal(object)
-    event = Signal(str, str)  # kind, message
+    event = Signal(str, str, object)  # kind, message, data (dict; the engine's numbers behind it)
     error = Signal(str, str, bool)  # code, message, fatal
     lost = Signal(str)  # the connection is gone; why
     finished = Signal()
@@ -155,7 +155,7 @@ class EngineWorker(QObject):
         elif isinstance(msg, Metrics):
             self.metrics.emit(dict(msg.values))
         elif isinstance(msg, Event):
-            self.event.emit(msg.kind, msg.message)
+            self.event.emit(msg.kind, msg.message, dict(msg.data))
             if msg.kind == "session_ended" and client.session is not None \
                     and msg.session == client.session.session:
                 client.session = None
@@ -171,4 +171,4 @@ class EngineWorker(QObject):
             else:
                 self.error.emit(msg.code, msg.message, msg.fatal)
         elif not isinstance(msg, HeartbeatAck):
-            self.event.emit("info", f"unexpected {msg.TYPE} message from the engine")
+            self.event.emit("info", f"unexpected {msg.TYPE} message from the engine", {})
