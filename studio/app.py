@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quality", metavar="auto|fixed|PROFILE",
                    help="live sessions: 'auto' keeps up (the engine lowers quality when it must), 'fixed' "
                         "is quality first, or one of the engine's profile names (default: last used)")
-    p.add_argument("--target-latency", type=float, metavar="S",
+    p.add_argument("--target-latency", metavar="S",
                    help="live sessions: target seconds from capture to presented (at least one chunk of "
                         "audio; default: one chunk + 0.5 s)")
     p.add_argument("--metrics-json", type=Path, metavar="FILE",
@@ -66,13 +66,22 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--record {args.record}: the recording must be an .mp4 file")
     if args.pace != "file" and not args.quit_when_done:
         raise UsageError("--pace needs --quit-when-done: without it every session is live already")
-    if args.target_latency is not None and not (math.isfinite(args.target_latency) and args.target_latency > 0):
-        raise UsageError(f"--target-latency {args.target_latency}: give a positive number of seconds "
-                         "(at least one chunk of audio)")
+    if args.target_latency is not None:
+        args.target_latency = _seconds(args.target_latency)
     if args.quality is not None and not args.quality.strip():
         raise UsageError("--quality: give 'auto', 'fixed' or a profile name")
     if args.metrics_json is not None and not args.metrics_json.parent.is_dir():
         raise UsageError(f"--metrics-json {args.metrics_json}: no such folder {args.metrics_json.parent}")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise UsageError(f"--target-latency {text}: give a positive number of seconds (at least one chunk of audio)")
+    return value
 
 
 def _apply_args(window, args: argparse.Namespace) -> None:
@@ -94,7 +103,8 @@ def _apply_args(window, args: argparse.Namespace) -> None:
         model.quit_when_done = True
     if args.quality is not None or args.target_latency is not None:
         window.set_live_choice(replace(model.live, quality=args.quality or model.live.quality,
-                                       target_latency_s=args.target_latency or model.live.target_latency_s))
+                                       target_latency_s=args.target_latency or model.live.target_latency_s),
+                               remember=False)
     if args.metrics_json:
         model.playout.log_pace = args.pace
     if args.record:  # kept to the end, even after a failure: its error decides the exit status

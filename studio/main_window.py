@@ -144,8 +144,11 @@ class MainWindow(QMainWindow):
     def toggle_session(self) -> None:
         self.model.link.toggle(self.engine.options())
 
-    def set_live_choice(self, choice: LiveChoice) -> None:
-        """Quality and target latency for live sessions (the open one is opened again with them)."""
+    def set_live_choice(self, choice: LiveChoice, remember: bool = True) -> None:
+        """Quality and target latency for live sessions (the open one is opened again with them);
+        `remember`: kept for the next run (the command line's are for this run only)."""
+        if remember:
+            self.settings.live = choice
         self.live_status.show_choice(choice)
         self.model.set_live_choice(choice)
 
@@ -217,7 +220,6 @@ class MainWindow(QMainWindow):
         s.audio_source = m.sources.source
         s.input_device = "" if self.audio.input_device.currentData() is None else self.audio.input_device.currentText()
         s.engine = m.link.options
-        s.live = m.live
         s.window_geometry = self.saveGeometry()
         s.window_state = self.saveState()
         save_settings(self.store, s)

@@ -16,6 +16,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 
 from avkit.timeline import SAMPLE_RATE
 from engine.protocol import EngineClient, EngineError, ProtocolError, SessionSettings
+from engine.protocol.client import PREPARE_SILENCE_S
 from engine.protocol.frame_decoding import decode_frames
 from engine.protocol.messages import (
     Error,
@@ -30,6 +31,9 @@ from engine.protocol.messages import (
 from studio.engine_link.received_chunk import ReceivedChunk
 
 DEAD_AFTER_S = 5.0  # no message at all from the engine for this long: it is gone or hung
+# While a session prepares, the engine's face detector or model loading may hold its process (the
+# puppet's dlib does not let go of Python's lock) for many seconds on a loaded machine: then only
+# the protocol's own bound on silence during preparation applies.
 POLL_S = 0.01
 MAX_AUDIO_QUEUE = 500  # 10 s of 20 ms blocks; older blocks are dropped beyond this
 
@@ -106,8 +110,9 @@ class EngineWorker(QObject):
                 last_heard = now
                 self._dispatch(client, msg, now)
                 msg = client.recv(0)
-            if now - last_heard > self.dead_after_s:
-                self.lost.emit(f"the engine stopped answering for {self.dead_after_s:.0f} s")
+            patience = max(self.dead_after_s, PREPARE_SILENCE_S) if self._opening else self.dead_after_s
+            if now - last_heard > patience:
+                self.lost.emit(f"the engine stopped answering for {patience:.0f} s")
                 return
         if client.session is not None:
             client.close_session()
