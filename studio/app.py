@@ -161,8 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     report: list[dict | None] = [None]  # --metrics-json: taken when the session is over, written at exit
 
     def take_report() -> None:
-        if args.metrics_json and window.model.playout.log is not None and not window.model.refused_settings:
-            report[0] = window.model.playout.log_report()
+        """Once: when the file has played (quit-when-done), else when the window closes."""
+        model = window.model
+        if report[0] is None and args.metrics_json and model.playout.log is not None and not model.refused_settings:
+            report[0] = model.playout.log_report()
 
     def on_done(code: int) -> None:
         exit_code[0] = code
@@ -179,8 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         window.close()
         app.quit()
 
-    app.aboutToQuit.connect(lambda: report[0] is None and take_report())
-
+    app.aboutToQuit.connect(take_report)
     window.model.done.connect(on_done)
     window.show()
     try:

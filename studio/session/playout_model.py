@@ -8,8 +8,8 @@ the virtual camera at the same moment.
 
 A live session keeps the studio's half of the latency contract (studio.live_latency): when what
 is heard runs more than its margin past the target, the clock and the schedule jump together to the
-same frame boundary, and the skip is counted and announced (`skipped`). A file session (`live`
-False) keeps every frame.
+same frame boundary, and the skip is counted and announced (`skipped`). A file session (no
+`latency`) keeps every frame.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from studio.session_stats import SessionStats
 TICK_MS = 10  # frame presentation check at the latest; well under one frame period (40 ms)
 SUMMARY_MS = 250  # the summary line and the live status row
 LOG_SECOND_MS = 1000
-LAG_WINDOW_S = 10.0  # the engine's usual lag is the smallest of the chunks of speech received this long
+LAG_WINDOW_S = 10.0  # the engine's usual lag is judged over the chunks of speech received this long
 
 
 class PlayoutModel(QObject):

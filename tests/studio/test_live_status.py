@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from engine.protocol.messages import settings_to_dict
 from studio.engine_link.options import QUALITY_FIXED, LiveChoice
 from studio.live_latency import engine_facts
 from studio.settings_store import load_settings, open_store
@@ -26,11 +27,13 @@ def test_the_live_choice_is_made_in_the_row_and_kept_for_the_next_run(studio, qt
     row.target.setValue(1.5)
     qtbot.waitUntil(lambda: model.live.target_latency_s == 1.5, timeout=TARGET_SETTLE_MS + 5_000)
     assert model.live == LiveChoice(QUALITY_FIXED, 1.5)
-    assert model.link.options.session_settings("live", model.live).__dict__["quality"] == QUALITY_FIXED
+    sent = settings_to_dict(model.link.options.session_settings("live", model.live))
+    assert sent["quality"] == QUALITY_FIXED and sent["target_latency_s"] == 1.5
     studio.save()
     assert load_settings(open_store(str(tmp_path / "settings.ini"))).live == LiveChoice(QUALITY_FIXED, 1.5)
     # the engine's defaults are not sent at all (an engine from before the contract refuses what it does not know)
-    assert "quality" not in model.link.options.session_settings("live", LiveChoice()).__dict__
+    sent = settings_to_dict(model.link.options.session_settings("live", LiveChoice()))
+    assert "quality" not in sent and "target_latency_s" not in sent
 
 
 def test_the_live_row_shows_the_sessions_numbers(studio, qtbot, short_speech):
