@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 
 from studio.audio.devices import find_device, input_devices, output_devices
 from studio.audio.pulse import pulse_sinks
+from studio.engine_link.options import LiveChoice
 from studio.outputs.virtual_camera_settings import load_camera_config
 from studio.session.audio_sources_model import SourceStatus
 from studio.session.session_model import SessionModel
@@ -28,6 +29,7 @@ from studio.stall_monitor import StallMonitor
 from studio.widgets.audio_panel import AudioPanel
 from studio.widgets.engine_panel import EnginePanel
 from studio.widgets.latency_graphs import LatencyGraphs
+from studio.widgets.live_status import LiveStatusRow
 from studio.widgets.portrait_panel import PortraitPanel
 from studio.widgets.summary_bar import SummaryBar
 from studio.widgets.video_view import VideoView
@@ -49,11 +51,13 @@ class MainWindow(QMainWindow):
         self.setDockOptions(QMainWindow.AnimatedDocks | QMainWindow.AllowTabbedDocks)
         self.video = VideoView()
         self.summary = SummaryBar()
+        self.live_status = LiveStatusRow()
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.video, 1)
         layout.addWidget(self.summary)
+        layout.addWidget(self.live_status)
         self.setCentralWidget(central)
         self.portrait = PortraitPanel()
         self.audio = AudioPanel(model.sources.speech_available)
@@ -64,6 +68,7 @@ class MainWindow(QMainWindow):
         self._dock(self.engine, "Engine", Qt.RightDockWidgetArea)
         self._dock(self.graphs, "Latency", Qt.BottomDockWidgetArea)
         self.stalls = StallMonitor(self)
+        model.playout.ui_stall_ms = self.stalls.take_max_stall_ms  # --metrics-json: per second
         self.actions = self._session_menu()
         self._wire_model()
         self._wire_widgets()
@@ -102,6 +107,9 @@ class MainWindow(QMainWindow):
         m.notice.connect(lambda text: self.statusBar().showMessage(text, 8000))
         m.outputs.recording_changed.connect(self.actions["record"].setChecked)
         m.playout.output_changed.connect(self.audio.output_note.setText)
+        m.playout.live_changed.connect(self.live_status.show_status)
+        m.profiles_changed.connect(self.live_status.show_profiles)
+        m.settings_refused.connect(self.live_status.show_refusal)
         m.sources.file_loaded.connect(self.audio.show_file)
         m.sources.speech_ready.connect(self.audio.show_speech_status)
         m.sources.source_changed.connect(self.audio.show_source)
@@ -130,10 +138,19 @@ class MainWindow(QMainWindow):
         e.start_requested.connect(self.model.link.start)
         e.restart_requested.connect(self.model.link.start)
         e.stop_requested.connect(self.model.link.stop)
+        self.live_status.choice_changed.connect(self.set_live_choice)
 
     # -- session menu actions (logic lives in the models) ----------------------------------------
     def toggle_session(self) -> None:
         self.model.link.toggle(self.engine.options())
+
+    def set_live_choice(self, choice: LiveChoice, remember: bool = True) -> None:
+        """Quality and target latency for live sessions (the open one is opened again with them);
+        `remember`: kept for the next run (the command line's are for this run only)."""
+        if remember:
+            self.settings.live = choice
+        self.live_status.show_choice(choice)
+        self.model.set_live_choice(choice)
 
     def toggle_recording(self) -> None:
         outputs = self.model.outputs
@@ -185,6 +202,7 @@ class MainWindow(QMainWindow):
         self.engine.set_options(s.engine)
         self.model.link.set_options(s.engine)
         self.model.set_recent(s.recent_portraits)
+        self.set_live_choice(s.live)
         inputs = input_devices()
         self.audio.set_devices(inputs, output_devices(), pulse_sinks())
         self.audio.output_note.setText(self.model.playout.output_note)

@@ -1,7 +1,7 @@
 """Preallocated ring buffers of time series for the latency graphs.
 
 Writers push one row per event without allocating; the graph timer reads the last rows in time
-order at <= 30 Hz.
+order a few times a second.
 """
 from __future__ import annotations
 
@@ -20,6 +20,11 @@ class MetricsRing:
 
     def __len__(self) -> int:
         return min(self._count, self.capacity)
+
+    @property
+    def pushed(self) -> int:
+        """Rows ever pushed (a reader can tell whether anything came in since it last looked)."""
+        return self._count
 
     def push(self, t: float, **values: float) -> None:
         row = self._rows[self._count % self.capacity]

@@ -1,12 +1,12 @@
-"""What persists across runs (QSettings): last portrait and recents, devices, engine options,
-audio source, window layout."""
+"""What persists across runs (QSettings): last portrait and recents, devices, engine options, the
+live choice (quality, target latency), audio source, window layout."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
 from PySide6.QtCore import QByteArray, QSettings
 
-from studio.engine_link.options import EngineOptions
+from studio.engine_link.options import EngineOptions, LiveChoice
 
 
 @dataclass
@@ -18,6 +18,7 @@ class StudioSettings:
     input_device: str = ""
     output_device: str = ""
     engine: EngineOptions = field(default_factory=EngineOptions)
+    live: LiveChoice = field(default_factory=LiveChoice)
     window_geometry: QByteArray = field(default_factory=QByteArray)
     window_state: QByteArray = field(default_factory=QByteArray)
 
@@ -36,13 +37,14 @@ def load_settings(store: QSettings) -> StudioSettings:
     out.audio_source = str(store.value("audio/source", "file"))
     out.input_device = str(store.value("audio/input_device", ""))
     out.output_device = str(store.value("audio/output_device", ""))
-    for f in fields(EngineOptions):
-        default = getattr(out.engine, f.name)
-        value = store.value(f"engine/{f.name}", default)
-        try:
-            setattr(out.engine, f.name, type(default)(value))
-        except (TypeError, ValueError):  # a hand-edited or older settings file: keep the default
-            pass
+    for group, options in (("engine", out.engine), ("live", out.live)):
+        for f in fields(options):
+            default = getattr(options, f.name)
+            value = store.value(f"{group}/{f.name}", default)
+            try:
+                setattr(options, f.name, type(default)(value))
+            except (TypeError, ValueError):  # a hand-edited or older settings file: keep the default
+                pass
     out.window_geometry = store.value("window/geometry", QByteArray()) or QByteArray()
     out.window_state = store.value("window/state", QByteArray()) or QByteArray()
     return out
@@ -55,8 +57,9 @@ def save_settings(store: QSettings, settings: StudioSettings) -> None:
     store.setValue("audio/source", settings.audio_source)
     store.setValue("audio/input_device", settings.input_device)
     store.setValue("audio/output_device", settings.output_device)
-    for key, value in asdict(settings.engine).items():
-        store.setValue(f"engine/{key}", value)
+    for group, options in (("engine", settings.engine), ("live", settings.live)):
+        for key, value in asdict(options).items():
+            store.setValue(f"{group}/{key}", value)
     store.setValue("window/geometry", settings.window_geometry)
     store.setValue("window/state", settings.window_state)
     store.sync()

@@ -18,6 +18,7 @@ class StallMonitor(QObject):
         self.max_stall_ms = 0.0  # longest gap beyond the timer period since reset()
         self.max_busy_ms = 0.0  # most UI-thread CPU time spent inside one such gap
         self.recent_stall_ms = 0.0  # longest in the last second
+        self._since_taken = 0.0  # longest since take_max_stall_ms()
         self._last = 0.0
         self._last_cpu = 0.0
         self._window_start = 0.0
@@ -36,6 +37,13 @@ class StallMonitor(QObject):
         self._last = time.monotonic()
         self._last_cpu = time.thread_time()
 
+    def take_max_stall_ms(self) -> float:
+        """The longest stall since the last call (a caller that samples once a second)."""
+        now = time.monotonic()  # a stall still going on (this call ends it) counts too
+        longest = max(self._since_taken, (now - self._last) * 1e3 - PERIOD_MS)
+        self._since_taken = 0.0
+        return max(0.0, longest)
+
     def _tick(self) -> None:
         now, cpu = time.monotonic(), time.thread_time()
         stall = max(0.0, (now - self._last) * 1e3 - PERIOD_MS)
@@ -44,5 +52,6 @@ class StallMonitor(QObject):
         self._last, self._last_cpu = now, cpu
         self.max_stall_ms = max(self.max_stall_ms, stall)
         self._window_max = max(self._window_max, stall)
+        self._since_taken = max(self._since_taken, stall)
         if now - self._window_start >= 1.0:
             self.recent_stall_ms, self._window_max, self._window_start = self._window_max, 0.0, now

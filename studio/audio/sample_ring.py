@@ -15,6 +15,11 @@ class SampleRing:
         self._written = 0  # samples ever written (producer's counter)
         self._read = 0  # samples ever read (consumer's counter)
 
+    @property
+    def written(self) -> int:
+        """Samples ever written."""
+        return self._written
+
     def available(self) -> int:
         return self._written - self._read
 
@@ -38,5 +43,11 @@ class SampleRing:
         first = min(n, self.capacity - start)
         out[:first] = self._buf[start:start + first]
         out[first:n] = self._buf[:n - first]
+        self._read += n
+        return n
+
+    def discard(self, n: int) -> int:
+        """Consumer side: drop up to `n` of the oldest samples unread; returns how many."""
+        n = max(0, min(int(n), self.available()))
         self._read += n
         return n

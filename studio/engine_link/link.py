@@ -29,7 +29,7 @@ class EngineLink(QObject):
     session_refused = Signal(str, str)
     chunk = Signal(object)  # ReceivedChunk
     metrics = Signal(object)
-    event = Signal(str, str)
+    event = Signal(str, str, object)  # kind, message, data
     error = Signal(str, str, bool)
 
     def __init__(self, supervisor: EngineSupervisor | None = None):

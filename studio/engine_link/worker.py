@@ -16,6 +16,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 
 from avkit.timeline import SAMPLE_RATE
 from engine.protocol import EngineClient, EngineError, ProtocolError, SessionSettings
+from engine.protocol.client import PREPARE_SILENCE_S
 from engine.protocol.frame_decoding import decode_frames
 from engine.protocol.messages import (
     Error,
@@ -30,6 +31,9 @@ from engine.protocol.messages import (
 from studio.engine_link.received_chunk import ReceivedChunk
 
 DEAD_AFTER_S = 5.0  # no message at all from the engine for this long: it is gone or hung
+# While a session prepares, the engine's face detector or model loading may hold its process (the
+# puppet's dlib does not let go of Python's lock) for many seconds on a loaded machine: then only
+# the protocol's own bound on silence during preparation applies.
 POLL_S = 0.01
 MAX_AUDIO_QUEUE = 500  # 10 s of 20 ms blocks; older blocks are dropped beyond this
 
@@ -40,7 +44,7 @@ class EngineWorker(QObject):
     session_refused = Signal(str, str)  # code, one-line message (e.g. bad_portrait)
     chunk = Signal(object)  # ReceivedChunk
     metrics = Signal(object)
-    event = Signal(str, str)  # kind, message
+    event = Signal(str, str, object)  # kind, message, data (dict; the engine's numbers behind it)
     error = Signal(str, str, bool)  # code, message, fatal
     lost = Signal(str)  # the connection is gone; why
     finished = Signal()
@@ -106,8 +110,9 @@ class EngineWorker(QObject):
                 last_heard = now
                 self._dispatch(client, msg, now)
                 msg = client.recv(0)
-            if now - last_heard > self.dead_after_s:
-                self.lost.emit(f"the engine stopped answering for {self.dead_after_s:.0f} s")
+            patience = max(self.dead_after_s, PREPARE_SILENCE_S) if self._opening else self.dead_after_s
+            if now - last_heard > patience:
+                self.lost.emit(f"the engine stopped answering for {patience:.0f} s")
                 return
         if client.session is not None:
             client.close_session()
@@ -155,7 +160,7 @@ class EngineWorker(QObject):
         elif isinstance(msg, Metrics):
             self.metrics.emit(dict(msg.values))
         elif isinstance(msg, Event):
-            self.event.emit(msg.kind, msg.message)
+            self.event.emit(msg.kind, msg.message, dict(msg.data))
             if msg.kind == "session_ended" and client.session is not None \
                     and msg.session == client.session.session:
                 client.session = None
@@ -171,4 +176,4 @@ class EngineWorker(QObject):
             else:
                 self.error.emit(msg.code, msg.message, msg.fatal)
         elif not isinstance(msg, HeartbeatAck):
-            self.event.emit("info", f"unexpected {msg.TYPE} message from the engine")
+            self.event.emit("info", f"unexpected {msg.TYPE} message from the engine", {})

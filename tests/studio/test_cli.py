@@ -128,3 +128,35 @@ def _size(path) -> int:
         return path.stat().st_size
     except OSError:  # renamed or removed between listing and reading
         return 0
+
+
+def test_bad_live_settings_are_one_line_exit_2(tmp_path):
+    for args, words in ((["--target-latency", "0"], "--target-latency 0: give a positive number of seconds"),
+                        (["--target-latency", "soon"], "--target-latency soon: give a positive number"),
+                        (["--target-latency", "nan"], "--target-latency nan"),
+                        (["--quality", " "], "--quality: give 'auto', 'fixed' or a profile name"),
+                        (["--pace", "realtime"], "--pace needs --quit-when-done"),
+                        (["--metrics-json", str(tmp_path / "no" / "m.json")], "no such folder")):
+        done = studio_cli("--settings", str(tmp_path / "s.ini"), *args, timeout=30)
+        assert done.returncode == 2, (args, done.stderr)
+        assert studio_lines(done.stderr) == [line for line in done.stderr.splitlines() if line.strip()]
+        [line] = studio_lines(done.stderr)
+        assert words in line, line
+
+
+def test_settings_the_engine_refuses_are_one_line_exit_2_and_nothing_is_made(tmp_path, short_speech):
+    """An unknown quality profile, or a target below one chunk of audio (the puppet's is 80 ms): the
+    engine refuses the session before any work; the studio says so in one line, and leaves no
+    recording and no metrics file behind."""
+    settings = tmp_path / "s.ini"
+    for args, word in ((["--quality", "no-such-profile"], "quality"), (["--target-latency", "0.01"], "target")):
+        out, metrics = tmp_path / "out.mp4", tmp_path / "metrics.json"
+        done = studio_cli("--settings", str(settings), "--portrait", str(ASSETS / "portrait.png"),
+                          "--audio-file", str(short_speech), "--record", str(out), "--quit-when-done",
+                          "--pace", "realtime", "--metrics-json", str(metrics), *args)
+        assert done.returncode == 2, done.stderr[-2000:]
+        [line] = studio_lines(done.stderr)
+        assert line.startswith("flashtalk-studio: the engine refused the session: ") and word in line, line
+        assert not out.exists() and not metrics.exists() and not list(tmp_path.glob("*.partial*"))
+        assert not list(tmp_path.glob(".metrics.json*"))
+    assert "no-such-profile" not in settings.read_text()  # the command line's choice is for that run only

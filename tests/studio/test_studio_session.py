@@ -36,15 +36,15 @@ def test_file_session_reaches_view_graphs_summary_and_settings(studio, qtbot, sh
     t, latency = model.playout.stats.frames.series("latency_s")
     assert len(t) >= 40 and 0.0 < np.nanmedian(latency) < 5.0
     redraws = studio.graphs.redraws
-    qtbot.waitUntil(lambda: studio.graphs.redraws > redraws + len(studio.graphs.plots), timeout=5_000)
-    xs, _ = studio.graphs._curves["frames.latency_s"][2].getData()
+    qtbot.waitUntil(lambda: studio.graphs.redraws > redraws + 1, timeout=5_000)
+    xs, _ = studio.graphs.curve("frames", "latency_s").getData()
     assert xs is not None and len(xs) >= 40
     _, compute = model.playout.stats.chunks.series("compute_ms")
     assert np.isfinite(compute).any()
     # The per-stage graph draws what the puppet engine really sends: its warp and mouth ("render").
     _, render = model.playout.stats.chunks.series(StageGroup.RENDER)
     assert np.isfinite(render).any()
-    xs, ys = studio.graphs._curves[f"chunks.{StageGroup.RENDER}"][2].getData()
+    xs, ys = studio.graphs.curve("chunks", StageGroup.RENDER).getData()
     assert xs is not None and np.isfinite(ys).any()
     assert studio.summary.text() != first_summary and "fps" in studio.summary.text()
     assert "behind live" in studio.summary.text()
