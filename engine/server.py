@@ -25,7 +25,7 @@ import zmq
 from avkit.portrait_image import PortraitImageError, load_portrait
 from avkit.timeline import Timeline
 from engine.backends import DEFAULT_BACKEND, create_backend
-from engine.backends.base import Backend, BackendOptions
+from engine.backends.base import Backend, BackendOptions, SettingsError
 from engine.protocol.address import ipc_path, make_private_dir, token_path, write_token
 from engine.protocol.codec import ProtocolError, decode, encode
 from engine.protocol.messages import (
@@ -237,8 +237,12 @@ class EngineServer:
             self._send(ident, Error(code=code, message=str(exc)))
             return
         sid = f"s{next(self._ids)}-{secrets.token_hex(4)}"
-        self._session = LiveSession(sid, self.backend, portrait, settings, self.timeline,
-                                    self.config.limits)
+        try:  # checks what the backend can tell before any work: nothing has started when it fails
+            self._session = LiveSession(sid, self.backend, portrait, settings, self.timeline,
+                                        self.config.limits)
+        except (ValueError, SettingsError) as exc:
+            self._send(ident, Error(code="bad_settings", message=str(exc)))
+            return
         self._owner = ident
         self._announced = False
         self.counters["sessions"] += 1
@@ -316,12 +320,15 @@ class EngineServer:
             if owner in self._peers:  # preparation time is not client silence
                 self._peers[owner].last_seen = time.monotonic()
             if session.error is None:
-                stream = session.stream
+                stream, governor = session.stream, session.governor
                 self._send(owner, SessionOpened(
                     session=session.id, backend=self.backend.name, width=stream.width,
                     height=stream.height, fps=self.timeline.fps, sample_rate=self.timeline.sample_rate,
-                    chunk_frames=stream.chunk_frames, prepare_ms=stream.prepare_ms,
-                    face_box=list(stream.face_box or ())))
+                    chunk_frames=stream.chunk_frames, prepare_ms=session.prepare_ms,
+                    face_box=list(stream.face_box or ()), quality=session.quality.wire_name,
+                    profile=governor.profile, profiles=list(governor.ladder),
+                    predicted_rtf=governor.predicted_rtf(),
+                    target_latency_s=session.contract.target_latency_s))
         if session.error is not None:
             self._send(owner, Error(code=session.error.code, message=str(session.error), fatal=True,
                                     session=session.id))
@@ -329,8 +336,8 @@ class EngineServer:
             return
         self._flush_frames(session, owner)
         while session.events:
-            kind, text = session.events.popleft()
-            self._send(owner, Event(kind=kind, message=text, session=session.id))
+            kind, text, data = session.events.popleft()
+            self._send(owner, Event(kind=kind, message=text, data=data, session=session.id))
         now = time.monotonic()
         if now - self._last_metrics >= self.config.metrics_interval_s:
             self._last_metrics = now
@@ -371,9 +378,11 @@ class EngineServer:
             if not self._send_droppable(owner, msg):
                 session.unpop_chunk(out)
                 break
+            session.chunk_sent(out, time.monotonic())
 
     def _send_metrics(self, session: LiveSession, owner: bytes, final: bool = False) -> None:
         values = session.stats.as_dict(self.timeline)
+        values.update(session.live_metrics())
         values.update(outbox_frames=session.outbox_frames(),
                       backlog_s=session.backlog_samples() / self.timeline.sample_rate,
                       malformed=self.counters["malformed"])

@@ -6,6 +6,7 @@ import re
 import time
 import traceback
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,10 @@ from engine.backends.base import (
     BackendUnavailable,
     ChunkResult,
     OutOfMemory,
+    QualityProfile,
     SettingsError,
     StageCallback,
+    StreamPlan,
 )
 from engine.backends.flashtalk_ranks import (
     CommandChannel,
@@ -37,6 +40,7 @@ from engine.flashtalk.parallel.process_group import (
     launched_by_torchrun,
 )
 from engine.flashtalk.pipeline.models import T5_TOKENIZER, FlashTalkModels
+from engine.flashtalk.pipeline.profiles import ChunkCost, Rung, ladder, ladder_sizes
 from engine.flashtalk.pipeline.settings import StreamSettings
 from engine.flashtalk.pipeline.streaming import StreamingPipeline, StreamState
 from engine.flashtalk.weights import CheckpointError, validate_model_dir
@@ -96,18 +100,25 @@ def _memory_errors_are_clear(device: torch.device):
 
 
 class FlashTalkStream(AvatarStream):
-    def __init__(self, pipeline: StreamingPipeline, state: StreamState):
+    def __init__(self, pipeline: StreamingPipeline, state: StreamState, plan: StreamPlan):
         s = state.settings
-        self.pipeline, self.state = pipeline, state
-        self.width, self.height = s.width, s.height
+        self.pipeline, self.state, self.plan = pipeline, state, plan
+        self.height, self.width = state.output_hw
         self.chunk_frames = s.new_frames
         self.context_samples = s.window_samples
         self.prepare_ms = sum(state.prepare_ms.values())
+        self.profile = plan.profile(Rung(s.width, s.height, s.steps).name)
 
     def generate(self, audio: np.ndarray, idle: bool = False) -> ChunkResult:
         with _memory_errors_are_clear(self.pipeline.device):
             frames, timings = self.pipeline.generate(self.state, audio)
         return ChunkResult(frames, timings)
+
+    def use_profile(self, name: str) -> None:
+        profile = self.plan.profile(name)
+        with _memory_errors_are_clear(self.pipeline.device):
+            self.pipeline.switch_profile(self.state, profile.width, profile.height, profile.steps)
+        self.profile = profile
 
     def memory_report(self) -> dict:
         return self.pipeline.models.memory_report()
@@ -164,6 +175,7 @@ class FlashTalkBackend(Backend):
             models.dit = torch.compile(models.dit)
             compile_vae(models.vae)  # per causal step: small graphs shared by every frame count
         self.load_s = time.perf_counter() - t0
+        self.chunk_costs: dict[tuple[int, int, int, int], ChunkCost] = {}  # measured, per size (_cost_key)
         self.pipeline = StreamingPipeline(models)
         if self.world and self.world.is_leader:
             self.pipeline = LeaderPipeline(self.pipeline, CommandChannel(self.world))
@@ -215,38 +227,100 @@ class FlashTalkBackend(Backend):
             raise BackendUnavailable(str(exc).splitlines()[0]) from None
 
     def warm_up(self, settings: SessionSettings | None = None) -> float:
-        """Two chunks of silence on a plain picture, at the sessions' default size and prompt.
+        """Two chunks of silence on a plain picture, at the sessions' default size and prompt, then
+        one measured chunk (two on a GPU) per size of its quality ladder.
 
         The first session then meets a cached prompt (no umT5 pass), tuned kernels and, with
-        --compile, every graph already built: chunk 0 encodes 1 motion frame, later chunks 5, so
-        one chunk is not enough. On several ranks the leader's calls are mirrored as usual.
+        --compile, every graph already built, at every size the governor may switch to: chunk 0
+        encodes 1 motion frame, later chunks 5, so one chunk is not enough. The measured chunk
+        times let a live session choose its profile at once. On several ranks the leader's calls
+        are mirrored as usual.
         """
         t0 = time.perf_counter()
+        settings = settings or SessionSettings()
         rows = np.linspace(64, 192, WARM_UP_PORTRAIT, dtype=np.uint8)
         portrait = np.repeat(np.repeat(rows[:, None, None], WARM_UP_PORTRAIT, 1), 3, 2)  # [H, W, 3]
-        stream = self.open_stream(portrait, settings or SessionSettings())
+        stream = self.open_stream(portrait, settings)
         try:
             silence = np.zeros(stream.context_samples, np.float32)
             for _ in range(2):
                 stream.generate(silence, idle=True)
         finally:
             stream.close()
+        top = self._stream_settings(settings)
+        for width, height in ladder_sizes(top.width, top.height):
+            self._measure_size(replace(top, width=width, height=height))
         return time.perf_counter() - t0
 
-    def open_stream(self, portrait: np.ndarray, settings: SessionSettings,
-                    on_stage: StageCallback | None = None) -> FlashTalkStream:
+    def _stream_settings(self, settings: SessionSettings) -> StreamSettings:
+        """The session's settings as the pipeline's: its top quality profile."""
         motion = settings.motion_frames or StreamSettings.motion_frames
         try:
-            stream_settings = StreamSettings().with_overrides(
+            return StreamSettings().with_overrides(
                 width=settings.width, height=settings.height, steps=settings.steps, seed=settings.seed,
                 prompt=settings.prompt, motion_frames=settings.motion_frames,
                 frame_num=settings.chunk_frames + motion if settings.chunk_frames else None,
                 color_correction=settings.color_correction)
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
+
+    @staticmethod
+    def _plan(top: StreamSettings) -> StreamPlan:
+        rungs = ladder(top.width, top.height, top.steps)
+        return StreamPlan(top.new_frames, tuple(QualityProfile(r.name, r.width, r.height, r.steps) for r in rungs))
+
+    def plan(self, settings: SessionSettings) -> StreamPlan:
+        return self._plan(self._stream_settings(settings))
+
+    def open_stream(self, portrait: np.ndarray, settings: SessionSettings,
+                    on_stage: StageCallback | None = None, profile: str | None = None) -> FlashTalkStream:
+        top = self._stream_settings(settings)
+        plan = self._plan(top)
+        start = plan.profile(profile) if profile else plan.profiles[0]
+        first = replace(top, width=start.width, height=start.height, steps=start.steps)
         with _memory_errors_are_clear(self.pipeline.device):
-            state = self.pipeline.prepare(portrait, stream_settings, on_stage=on_stage)
-        return FlashTalkStream(self.pipeline, state)
+            state = self.pipeline.prepare(portrait, first, on_stage=on_stage, output_hw=(top.height, top.width))
+        return FlashTalkStream(self.pipeline, state, plan)
+
+    # -- measured chunk times: what the governor predicts with --------------------------------
+    @staticmethod
+    def _cost_key(s: StreamSettings) -> tuple[int, int, int, int]:
+        return s.width, s.height, s.frame_num, s.motion_frames
+
+    def known_chunk_seconds(self, settings: SessionSettings) -> dict[str, float]:
+        top = self._stream_settings(settings)
+        known = {}
+        for p in self._plan(top).profiles:
+            cost = self.chunk_costs.get(self._cost_key(replace(top, width=p.width, height=p.height)))
+            if cost is not None:
+                known[p.name] = cost.seconds(p.steps)
+        return known
+
+    def measure_profile(self, portrait: np.ndarray, settings: SessionSettings, profile: str) -> dict[str, float]:
+        """One measured chunk at the profile's size on a timing state (no portrait to encode); it
+        predicts every step count at that size. -> all that is known for these settings."""
+        top = self._stream_settings(settings)
+        p = self._plan(top).profile(profile)
+        self._measure_size(replace(top, width=p.width, height=p.height, steps=p.steps))
+        return self.known_chunk_seconds(settings)
+
+    def _measure_size(self, s: StreamSettings) -> ChunkCost:
+        """A GPU's first chunk at a new size also picks kernels (and compiles, with --compile): the
+        second one is timed there; a CPU has nothing to pick, one chunk does."""
+        chunks = 1 if self.pipeline.device.type == "cpu" else 2
+        silence = np.zeros(s.window_samples, np.float32)
+        with _memory_errors_are_clear(self.pipeline.device):
+            state = self.pipeline.prepare(None, s)
+            try:
+                for _ in range(chunks):
+                    t0 = time.perf_counter()
+                    _, timings = self.pipeline.generate(state, silence)
+                    wall = time.perf_counter() - t0
+            finally:
+                if isinstance(self.pipeline, LeaderPipeline):
+                    self.pipeline.release(state)
+        cost = self.chunk_costs[self._cost_key(s)] = ChunkCost.from_timings(wall, timings)
+        return cost
 
     def close(self) -> None:
         if isinstance(self.pipeline, LeaderPipeline):
