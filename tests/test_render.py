@@ -64,7 +64,9 @@ def test_mouth_follows_speech_and_background_is_still(default_clip):
     assert corners.std(axis=0).mean() < 2.0  # background pixels do not move
 
 
-@pytest.mark.parametrize("case", ["missing_portrait", "not_an_image", "bad_audio", "bad_out", "bad_size"])
+@pytest.mark.parametrize("case", ["missing_portrait", "not_an_image", "bad_audio", "bad_out", "bad_size",
+                                  "target_below_a_chunk", "unknown_profile", "target_in_file_pace",
+                                  "auto_in_file_pace"])
 def test_bad_input_gets_one_line_and_exit_2(tmp_path, case):
     junk = tmp_path / "junk.png"
     junk.write_text("hello")
@@ -73,7 +75,11 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path, case):
             "not_an_image": ["--portrait", str(junk)],
             "bad_audio": ["--audio", str(junk)],
             "bad_out": ["--out", str(tmp_path / "o.avi")],
-            "bad_size": ["--size", "big"]}[case]
+            "bad_size": ["--size", "big"],
+            "target_below_a_chunk": ["--pace", "realtime", "--target-latency", "0.05"],
+            "unknown_profile": ["--pace", "realtime", "--quality", "ultra"],
+            "target_in_file_pace": ["--target-latency", "2"],
+            "auto_in_file_pace": ["--quality", "auto"]}[case]
     if case != "bad_out":
         args += ["--out", str(out)]
     result = render(*args, timeout=60)

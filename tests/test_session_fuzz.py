@@ -64,17 +64,20 @@ SPF = 640  # samples per frame
 REPLY_TIMEOUT_S = 30.0  # a reply that has not come by then is missing (the engine answers in ms)
 # What docs/protocol.md lists for engine -> client.
 DOCUMENTED_REPLIES = (Welcome, SessionOpened, Frames, Metrics, Event, Error, HeartbeatAck)
-DOCUMENTED_EVENTS = {"state", "warning", "session_ended", "progress"}
+DOCUMENTED_EVENTS = {"state", "progress", "warning", "skip", "profile", "session_ended"}
 DOCUMENTED_ERRORS = {"protocol", "version", "auth", "busy", "no_session", "bad_portrait", "bad_settings",
                      "bad_audio", "backend_unavailable", "out_of_memory", "backend_error"}
 
 GOOD_SETTINGS = [{"width": 64, "height": 64}, {"width": 64, "height": 64, "chunk_frames": 1},
-                 {"width": 96, "height": 64, "chunk_frames": 5, "seed": 3}]
+                 {"width": 96, "height": 64, "chunk_frames": 5, "seed": 3},
+                 {"width": 64, "height": 64, "quality": "64x64", "target_latency_s": 2}]
 # Refused while decoding the open_session (before the portrait is even looked at) ...
 REFUSED_SETTINGS = [{"mode": "sideways"}, {"width": "big"}, {"nope": 1}, {"backend": "flashtalk"},
-                    {"seed": -1}, {"width": True}, {"width": 0}, {"chunk_frames": 0}]
-# ... and refused by the backend when it opens the stream.
-BACKEND_REFUSED_SETTINGS = [{"width": 3, "height": 64}, {"width": 4000, "height": 4000}]
+                    {"seed": -1}, {"width": True}, {"width": 0}, {"chunk_frames": 0},
+                    {"target_latency_s": -1.0}, {"target_latency_s": "soon"}, {"quality": " "}]
+# ... and refused against what the backend plans (after the portrait is decoded, before a session starts).
+BACKEND_REFUSED_SETTINGS = [{"width": 3, "height": 64}, {"width": 4000, "height": 4000},
+                            {"width": 64, "height": 64, "quality": "ultra"}, {"target_latency_s": 0.01}]
 
 
 def _blank_png() -> bytes:
@@ -279,7 +282,7 @@ class SessionMachine(RuleBasedStateMachine):
         p.opening_mode = ""
 
     @rule(i=st.integers(0, 1), portrait=st.sampled_from(sorted(PORTRAITS)),
-          kind=st.sampled_from(["good", "refused", "backend_refused"]), pick=st.integers(0, 5),
+          kind=st.sampled_from(["good", "refused", "backend_refused"]), pick=st.integers(0, 10),
           mode=st.sampled_from(["file", "live"]))
     def open_session_refused(self, i: int, portrait: str, kind: str, pick: int, mode: str) -> None:
         assume(portrait != "good" or kind != "good")
@@ -290,8 +293,8 @@ class SessionMachine(RuleBasedStateMachine):
                 self.expect(p, Error, "bad_settings")
             elif portrait in ("garbage", "empty"):  # not an image: refused before a session starts
                 self.expect(p, Error, "bad_portrait")
-            elif kind == "backend_refused":  # the backend checks settings before looking for a face
-                assert self.expect(p, Error, "bad_settings").fatal
+            elif kind == "backend_refused":  # checked before looking for a face: no session started
+                assert not self.expect(p, Error, "bad_settings").fatal
             else:  # an image without a face: the session starts, then fails
                 assert self.expect(p, Error, "bad_portrait").fatal
             assert p.session is None

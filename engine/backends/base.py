@@ -6,6 +6,7 @@ blink timers, ...). That split keeps timeline, metrics and A/V sync identical fo
 """
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,34 @@ class OutOfMemory(BackendError):
     code = "out_of_memory"
 
 
+@dataclass(frozen=True)
+class QualityProfile:
+    """One rung of a backend's quality ladder: the work a chunk is made with.
+
+    Whatever the profile, a stream's frames keep the size of its plan's first (top) profile, so
+    recorders and virtual cameras never see the size change.
+    """
+
+    name: str  # on the wire (SessionOpened.profiles, SessionSettings.quality), e.g. "448x768/4"
+    width: int  # the size the backend generates at
+    height: int
+    steps: int | None = None  # denoising steps; None for a backend without any
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """What a session's settings will give, known before any work: checked when the session opens."""
+
+    chunk_frames: int
+    profiles: tuple[QualityProfile, ...]  # best (most work) first; one for a backend with no choice
+
+    def profile(self, name: str) -> QualityProfile:
+        for p in self.profiles:
+            if p.name == name:
+                return p
+        raise SettingsError(f"unknown quality profile {name!r}: use one of {', '.join(p.name for p in self.profiles)}")
+
+
 @dataclass
 class ChunkResult:
     frames: np.ndarray  # [N, H, W, 3] uint8, N == stream.chunk_frames
@@ -53,6 +82,7 @@ class AvatarStream(ABC):
     context_samples: int  # audio samples generate() wants, ending at the chunk's last sample
     prepare_ms: float = 0.0
     face_box: tuple[int, int, int, int] | None = None  # in portrait pixels
+    profile: QualityProfile  # the quality profile chunks are made with now
 
     @abstractmethod
     def generate(self, audio: np.ndarray, idle: bool = False) -> ChunkResult:
@@ -64,6 +94,12 @@ class AvatarStream(ABC):
     def memory_report(self) -> dict:
         """Peak memory figures for reports (`flashtalk bench`); none by default."""
         return {}
+
+    def use_profile(self, name: str) -> None:
+        """Make the next chunks at another profile of this stream's plan (same output size).
+        A backend with one profile has nothing to switch."""
+        if name != self.profile.name:
+            raise SettingsError(f"this stream has one quality profile, {self.profile.name}, not {name!r}")
 
     def close(self) -> None:
         """Free per-session resources (GPU buffers, caches)."""
@@ -86,15 +122,49 @@ class Backend(ABC):
     device_name: str | None = None  # what it computes on, for reports (None: nothing to name)
 
     @abstractmethod
+    def plan(self, settings: SessionSettings) -> StreamPlan:
+        """Chunk length and quality ladder for these settings, without any work; SettingsError
+        (one line) for settings this backend cannot run."""
+
+    @abstractmethod
     def open_stream(self, portrait: np.ndarray, settings: SessionSettings,
-                    on_stage: StageCallback | None = None) -> AvatarStream:
+                    on_stage: StageCallback | None = None, profile: str | None = None) -> AvatarStream:
         """portrait: uint8 RGB [H, W, 3]. Raises PortraitError/SettingsError with one line.
 
-        A backend whose preparation or chunks take long calls `on_stage` as each of its stages
-        starts (in `open_stream` and in every `generate` of the stream), so a waiting client
+        `profile` (a name from `plan(settings)`, default the top one) is what the first chunks are
+        made with. A backend whose preparation or chunks take long calls `on_stage` as each of its
+        stages starts (in `open_stream` and in every `generate` of the stream), so a waiting client
         sees progress instead of silence, and a session that is closing can stop between stages
         (the callback raises).
         """
+
+    def known_chunk_seconds(self, settings: SessionSettings) -> dict[str, float]:
+        """Profile name -> seconds one chunk took when this engine measured it (never measured: absent)."""
+        plan = self.plan(settings)
+        return {p.name: self._measured[(p, plan.chunk_frames)] for p in plan.profiles
+                if (p, plan.chunk_frames) in self._measured}
+
+    def measure_profile(self, portrait: np.ndarray, settings: SessionSettings, profile: str) -> dict[str, float]:
+        """Time one silent chunk at `profile` on a throwaway stream; the engine remembers it.
+
+        -> every profile name this measurement tells about (a backend may learn several at once).
+        """
+        plan = self.plan(settings)
+        stream = self.open_stream(portrait, settings, profile=profile)
+        try:
+            silence = np.zeros(stream.context_samples, np.float32)
+            t0 = time.perf_counter()
+            stream.generate(silence, idle=True)
+            seconds = time.perf_counter() - t0
+        finally:
+            stream.close()
+        self._measured[(plan.profile(profile), plan.chunk_frames)] = seconds
+        return {profile: seconds}
+
+    @property
+    def _measured(self) -> dict[tuple[QualityProfile, int], float]:
+        """(profile, chunk frames) -> measured seconds per chunk, for this engine's lifetime."""
+        return self.__dict__.setdefault("_measured_chunk_seconds", {})
 
     warms_up_by_default = False  # `serve` warms up before `ready` unless told otherwise
     gpus = 0  # GPUs a session computes on (the engine's welcome reports it)

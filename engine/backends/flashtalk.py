@@ -6,7 +6,9 @@ errors are the runtime's.
 """
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 
@@ -18,9 +20,12 @@ from engine.backends.base import (
     BackendUnavailable,
     ChunkResult,
     OutOfMemory,
+    QualityProfile,
     SettingsError,
     StageCallback,
+    StreamPlan,
 )
+from engine.flashtalk.pipeline.profiles import ChunkCost, Rung, ladder, ladder_sizes
 from engine.flashtalk.pipeline.settings import StreamSettings
 from engine.flashtalk.pipeline.streaming import StreamState
 from engine.flashtalk.runtime.errors import FlashTalkError, FlashTalkOutOfMemory, FlashTalkUnavailable
@@ -41,7 +46,8 @@ def _as_backend_errors():
 
 
 def stream_settings(settings: SessionSettings) -> StreamSettings:
-    """The session's choices over the official defaults; SettingsError (one line) for impossible ones."""
+    """The session's choices over the official defaults (its top quality profile); SettingsError
+    (one line) for impossible ones."""
     motion = settings.motion_frames or StreamSettings.motion_frames
     try:
         return StreamSettings().with_overrides(
@@ -53,11 +59,19 @@ def stream_settings(settings: SessionSettings) -> StreamSettings:
         raise SettingsError(str(exc)) from None
 
 
+def stream_plan(top: StreamSettings) -> StreamPlan:
+    """The quality ladder below `top` (pipeline.profiles): fewer steps, then smaller sizes."""
+    rungs = ladder(top.width, top.height, top.steps)
+    return StreamPlan(top.new_frames, tuple(QualityProfile(r.name, r.width, r.height, r.steps) for r in rungs))
+
+
 class FlashTalkStream(AvatarStream):
-    def __init__(self, runtime: FlashTalkRuntime, state: StreamState, on_stage: StageCallback | None = None):
+    def __init__(self, runtime: FlashTalkRuntime, state: StreamState, plan: StreamPlan,
+                 on_stage: StageCallback | None = None):
         s = state.settings
-        self.runtime, self.state, self.on_stage = runtime, state, on_stage
-        self.width, self.height = s.width, s.height
+        self.runtime, self.state, self.plan, self.on_stage = runtime, state, plan, on_stage
+        self.height, self.width = state.output_hw
+        self.profile = plan.profile(Rung(s.width, s.height, s.steps).name)
         self.chunk_frames = s.new_frames
         self.context_samples = s.window_samples
         self.prepare_ms = sum(state.prepare_ms.values())
@@ -66,6 +80,12 @@ class FlashTalkStream(AvatarStream):
         with _as_backend_errors():
             frames, timings = self.runtime.generate(self.state, audio, on_stage=self.on_stage)
         return ChunkResult(frames, timings)
+
+    def use_profile(self, name: str) -> None:
+        profile = self.plan.profile(name)
+        with _as_backend_errors():
+            self.runtime.switch_profile(self.state, profile.width, profile.height, profile.steps)
+        self.profile = profile
 
     def memory_report(self) -> dict:
         return self.runtime.memory_report()
@@ -89,6 +109,7 @@ class FlashTalkBackend(Backend):
         self.precision = self.runtime.precision
         self.memory_plan = self.runtime.memory_plan  # what sits where on the GPU, and what it costs
         self.warms_up_by_default = self.runtime.device.type == "cuda"  # a CPU engine is for tests
+        self.chunk_costs: dict[tuple[int, int, int, int], ChunkCost] = {}  # measured, per size (_cost_key)
 
     def follow(self) -> None:
         with _as_backend_errors():
@@ -98,17 +119,59 @@ class FlashTalkBackend(Backend):
         return self.memory_plan.as_dict()
 
     def warm_up(self, settings: SessionSettings | None = None) -> float:
-        """Two chunks of silence at the sessions' default size and prompt (see FlashTalkRuntime.warm_up)."""
-        warm = stream_settings(settings or SessionSettings())
+        """Two chunks of silence at the sessions' default size and prompt (FlashTalkRuntime.warm_up),
+        then one measured chunk (two on a GPU) per size of its quality ladder, so a live session
+        chooses its profile at once and finds every size's kernels (and graphs) ready."""
+        t0 = time.perf_counter()
+        top = stream_settings(settings or SessionSettings())
         with _as_backend_errors():
-            return self.runtime.warm_up(warm)
+            self.runtime.warm_up(top)
+        for width, height in ladder_sizes(top.width, top.height):
+            self._measure_size(replace(top, width=width, height=height))
+        return time.perf_counter() - t0
+
+    def plan(self, settings: SessionSettings) -> StreamPlan:
+        return stream_plan(stream_settings(settings))
 
     def open_stream(self, portrait: np.ndarray, settings: SessionSettings,
-                    on_stage: StageCallback | None = None) -> FlashTalkStream:
-        chosen = stream_settings(settings)
+                    on_stage: StageCallback | None = None, profile: str | None = None) -> FlashTalkStream:
+        top = stream_settings(settings)
+        plan = stream_plan(top)
+        start = plan.profile(profile) if profile else plan.profiles[0]
+        first = replace(top, width=start.width, height=start.height, steps=start.steps)
         with _as_backend_errors():
-            state = self.runtime.open(portrait, chosen, on_stage=on_stage)
-        return FlashTalkStream(self.runtime, state, on_stage)
+            state = self.runtime.open(portrait, first, on_stage=on_stage, output_hw=(top.height, top.width))
+        return FlashTalkStream(self.runtime, state, plan, on_stage)
+
+    # -- measured chunk times: what the governor predicts with -----------------------------------
+    @staticmethod
+    def _cost_key(s: StreamSettings) -> tuple[int, int, int, int]:
+        return s.width, s.height, s.frame_num, s.motion_frames
+
+    def known_chunk_seconds(self, settings: SessionSettings) -> dict[str, float]:
+        top = stream_settings(settings)
+        known = {}
+        for p in stream_plan(top).profiles:
+            cost = self.chunk_costs.get(self._cost_key(replace(top, width=p.width, height=p.height)))
+            if cost is not None:
+                known[p.name] = cost.seconds(p.steps)
+        return known
+
+    def measure_profile(self, portrait: np.ndarray, settings: SessionSettings, profile: str) -> dict[str, float]:
+        """One measured chunk at the profile's size on a timing state (no portrait to encode); it
+        predicts every step count at that size. -> all that is known for these settings."""
+        top = stream_settings(settings)
+        p = stream_plan(top).profile(profile)
+        self._measure_size(replace(top, width=p.width, height=p.height, steps=p.steps))
+        return self.known_chunk_seconds(settings)
+
+    def _measure_size(self, s: StreamSettings) -> ChunkCost:
+        """A GPU's first chunk at a new size also picks kernels (and compiles, with --compile): the
+        second one is timed there; a CPU has nothing to pick, one chunk does."""
+        with _as_backend_errors():
+            wall, timings = self.runtime.time_chunks(s, 1 if self.runtime.device.type == "cpu" else 2)
+        cost = self.chunk_costs[self._cost_key(s)] = ChunkCost.from_timings(wall, timings)
+        return cost
 
     def close(self) -> None:
         self.runtime.close()

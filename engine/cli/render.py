@@ -1,7 +1,8 @@
 """`flashtalk render`: portrait + audio file -> MP4, through the same server and session as live use.
 
 An in-process engine listens on a private temporary socket and a real client streams the audio to
-it, so render exercises exactly the code a studio session does.
+it, so render exercises exactly the code a studio session does. `--pace realtime` streams the file
+as a live source would (live_pace.py): the engine may lower the quality and skip to keep up.
 """
 from __future__ import annotations
 
@@ -25,9 +26,10 @@ from avkit.portrait_image import PortraitImageError, load_portrait, read_portrai
 from avkit.timeline import FPS, Timeline
 from engine.backends.base import BackendError
 from engine.cli.common import UserError, add_backend_options, backend_options, parse_size
+from engine.cli.live_pace import LivePaceError, live_summary, stream_live
 from engine.protocol.client import EngineClient, EngineError
 from engine.protocol.frame_decoding import decode_frames
-from engine.protocol.messages import Error, Event, Frames, Metrics, SessionSettings
+from engine.protocol.messages import QUALITY_AUTO, QUALITY_FIXED, Error, Event, Frames, Metrics, SessionSettings
 from engine.server import EngineServer, ServerConfig
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -46,7 +48,16 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, help="random seed (default: the backend's)")
     p.add_argument("--steps", type=int, help="denoising steps (flashtalk)")
     p.add_argument("--prompt", help="text prompt (flashtalk)")
-    p.add_argument("--metrics-json", type=Path, help="write per-chunk timings and totals here")
+    p.add_argument("--pace", choices=["file", "realtime"], default="file",
+                   help="file: every frame, as fast as the engine goes; realtime: the audio arrives as from "
+                        "a microphone and the session is live (the engine may lower the quality and skip)")
+    p.add_argument("--quality", metavar="Q", help=f"{QUALITY_AUTO} (keep up; the default with --pace "
+                   f"realtime), {QUALITY_FIXED} (the size and steps asked for; the file default) or a profile "
+                   "name such as 320x512/2")
+    p.add_argument("--target-latency", type=float, metavar="S",
+                   help="with --pace realtime: target live latency in seconds (default: one chunk + 0.5 s)")
+    p.add_argument("--metrics-json", type=Path, help="write per-chunk timings and totals here (with --pace "
+                   "realtime also latency, skips, profile and real-time factor per second)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_backend_options(p, "render")
     p.set_defaults(run=run)
@@ -73,8 +84,15 @@ def run(args: argparse.Namespace) -> int:
     for flag, path in (("--out", args.out), ("--metrics-json", args.metrics_json)):
         if path is not None:
             _check_writable(flag, path)
+    live = args.pace == "realtime"
+    if not live and args.target_latency is not None:
+        raise UserError("--target-latency is a live-session setting: add --pace realtime")
+    if not live and args.quality == QUALITY_AUTO:
+        raise UserError(f"--quality {QUALITY_AUTO} keeps up with live audio: add --pace realtime, or ask for "
+                        f"{QUALITY_FIXED} or a profile")
     settings = SessionSettings(width=width, height=height, seed=args.seed, steps=args.steps,
-                               prompt=args.prompt, mode="file")
+                               prompt=args.prompt, mode="live" if live else "file", quality=args.quality,
+                               target_latency_s=args.target_latency)
     with tempfile.TemporaryDirectory(prefix="flashtalk-render-") as tmp:
         config = ServerConfig(address=f"ipc://{tmp}/engine.sock", backend=args.backend,
                               backend_options=backend_options(args))
@@ -101,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"wrote {args.out} ({report['frames']} frames, {report['fps']:.1f} fps rendering)",
               file=sys.stderr)
+        if "live" in report:
+            print(live_summary(report["live"]), file=sys.stderr)
     return 0
 
 
@@ -155,9 +175,27 @@ def _stream(address: str, portrait: bytes, audio: np.ndarray, settings: SessionS
         writer = Mp4Writer(args.out, opened.width, opened.height, timeline.fps, timeline.sample_rate)
         bar = tqdm(total=total_frames, unit="frame", disable=args.quiet, file=sys.stderr)
         chunks, metrics, sent, received = [], {}, 0, 0
+        live = None
         started = time.perf_counter()
+
+        def write(msg: Frames) -> None:
+            nonlocal received
+            frames, shown_audio = decode_frames(msg)
+            writer.write_frames(frames)
+            writer.write_audio(shown_audio)
+            received += msg.count
+            bar.update(msg.count)
+            chunks.append({"chunk": msg.chunk, "frames": msg.count, **msg.timings})
+
         try:
-            done = False
+            if settings.mode == "live":
+                try:
+                    live = stream_live(client, opened, audio, timeline, write,
+                                       on_warning=None if args.quiet else lambda text: tqdm.write(text, sys.stderr))
+                except LivePaceError as exc:
+                    raise UserError(str(exc)) from None
+                metrics = live.metrics[-1][1] if live.metrics else {}
+            done = live is not None
             while not done:
                 while sent < audio.size and sent - received * spf < AHEAD_S * timeline.sample_rate:
                     client.send_audio(audio[sent:sent + block], timeline.sample_rate)
@@ -166,12 +204,7 @@ def _stream(address: str, portrait: bytes, audio: np.ndarray, settings: SessionS
                         client.end_audio()
                 msg = client.recv(0.2)
                 if isinstance(msg, Frames):
-                    frames, shown_audio = decode_frames(msg)
-                    writer.write_frames(frames)
-                    writer.write_audio(shown_audio)
-                    received += msg.count
-                    bar.update(msg.count)
-                    chunks.append({"chunk": msg.chunk, "frames": msg.count, **msg.timings})
+                    write(msg)
                 elif isinstance(msg, Metrics):
                     metrics = msg.values
                 elif isinstance(msg, Error):
@@ -185,7 +218,10 @@ def _stream(address: str, portrait: bytes, audio: np.ndarray, settings: SessionS
         finally:
             bar.close()
         wall = time.perf_counter() - started
-    return _report(chunks, metrics, received, wall, opened.prepare_ms)
+    report = _report(chunks, metrics, received, wall, opened.prepare_ms)
+    if live is not None:
+        report["live"] = live.report()
+    return report
 
 
 class _ProgressLine:

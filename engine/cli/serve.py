@@ -37,8 +37,8 @@ def add_parser(sub) -> None:
     p.add_argument("--client-timeout", type=float, default=10.0,
                    help="seconds of silence after which a session's client counts as gone")
     p.add_argument("--warm-up", action=argparse.BooleanOptionalAction, default=None,
-                   help="run two silent chunks before `ready`, so the first session starts as fast as "
-                        "later ones (default: on for a GPU backend)")
+                   help="run two silent chunks and measure the quality profiles before `ready`, so the "
+                        "first session starts as fast as later ones (default: on for a GPU backend)")
     p.add_argument("--parent-pid", type=int, metavar="PID",
                    help="stop (as on SIGTERM) once process PID is gone; the studio passes its own pid")
     add_backend_options(p, "serve")

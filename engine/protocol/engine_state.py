@@ -23,7 +23,7 @@ class EngineState(StrEnum):
 
 READY_PREFIX = "ready "
 WARMING_UP_PREFIX = "warming up"
-WARMING_UP_LINE = f"{WARMING_UP_PREFIX} (two silent chunks)"
+WARMING_UP_LINE = f"{WARMING_UP_PREFIX} (two silent chunks, then one measured chunk per quality profile size)"
 
 
 def ready_line(address: str) -> str:

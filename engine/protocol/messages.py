@@ -22,6 +22,12 @@ MAX_FRAMES_BYTES = 512 * 1024 * 1024
 MAX_INBOUND_MESSAGE_BYTES = MAX_PORTRAIT_BYTES + MAX_HEADER_BYTES  # what the server accepts
 MAX_PROMPT_CHARS = 4096  # even in 4-byte UTF-8 well inside the header; the text encoder reads far less
 
+# Session quality (SessionSettings.quality): besides these two, the name of one of the session's
+# profiles (SessionOpened.profiles) fixes that profile.
+QUALITY_AUTO = "auto"  # keep up: the engine picks the best profile that runs in real time, and switches
+QUALITY_FIXED = "fixed"  # quality first: the top profile (the size and steps asked for), never switched
+TARGET_LATENCY_MARGIN_S = 0.5  # default target live latency = one chunk's audio + this
+
 
 @dataclass
 class Message:
@@ -49,6 +55,8 @@ class SessionSettings:
     motion_frames: int | None = None
     color_correction: float | None = None
     mode: str = "live"  # "live": idle when audio stops; "file": end_of_audio flushes the tail
+    quality: str | None = None  # QUALITY_AUTO (live default), QUALITY_FIXED (file default) or a profile name
+    target_latency_s: float | None = None  # live: capture -> presented; default one chunk + TARGET_LATENCY_MARGIN_S
 
 
 # --- client -> engine ---------------------------------------------------------------------------
@@ -124,6 +132,11 @@ class SessionOpened(Message):
     chunk_frames: int = 0
     prepare_ms: float = 0.0
     face_box: list = field(default_factory=list)  # [x0, y0, x1, y1] in portrait pixels, or []
+    quality: str = ""  # QUALITY_AUTO: the engine switches profiles to keep up; QUALITY_FIXED: it never does
+    profile: str = ""  # the quality profile the session starts with
+    profiles: list = field(default_factory=list)  # every profile of this session, best first
+    predicted_rtf: float = 0.0  # video seconds per compute second at `profile`; 0.0: not measured
+    target_latency_s: float = 0.0  # the target live latency in force (capture -> presented)
 
 
 @dataclass
@@ -191,7 +204,8 @@ def settings_to_dict(settings: SessionSettings) -> dict:
 def settings_from_dict(data: dict) -> SessionSettings:
     """Build settings from a peer's dict; unknown keys or wrong types raise ValueError."""
     known = SessionSettings.__dataclass_fields__
-    kinds = {"prompt": str, "backend": str, "mode": str, "color_correction": (int, float)}
+    kinds = {"prompt": str, "backend": str, "mode": str, "quality": str, "color_correction": (int, float),
+             "target_latency_s": (int, float)}
     out = SessionSettings()
     for key, value in data.items():
         if key not in known:
@@ -201,12 +215,17 @@ def settings_from_dict(data: dict) -> SessionSettings:
         want = kinds.get(key, int)
         if isinstance(value, bool) or not isinstance(value, want):
             raise ValueError(f"session setting {key!r} has the wrong type {type(value).__name__}")
-        setattr(out, key, float(value) if key == "color_correction" else value)
+        setattr(out, key, float(value) if key in ("color_correction", "target_latency_s") else value)
     if out.prompt is not None and len(out.prompt) > MAX_PROMPT_CHARS:
         raise ValueError(f"the prompt has {len(out.prompt)} characters: shorten the prompt to at most "
                          f"{MAX_PROMPT_CHARS} characters")
     if out.mode not in ("live", "file"):
         raise ValueError(f"session mode must be 'live' or 'file', not {out.mode!r}")
+    if out.quality is not None and not out.quality.strip():
+        raise ValueError(f"session setting 'quality' must be {QUALITY_AUTO!r}, {QUALITY_FIXED!r} or a profile name")
+    if out.target_latency_s is not None and not 0 < out.target_latency_s < float("inf"):
+        raise ValueError(f"session setting 'target_latency_s' must be a positive number of seconds, "
+                         f"not {out.target_latency_s}")
     if out.seed is not None and out.seed < 0:  # the puppet's numpy RNG failed on it mid-session
         raise ValueError(f"session setting 'seed' must be 0 or more, not {out.seed}")
     for key in ("width", "height", "steps", "chunk_frames", "motion_frames"):

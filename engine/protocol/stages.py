@@ -34,6 +34,7 @@ class Stage(StrEnum):
     TEXT_ENCODER = "text_encoder"
     CLIP = "clip"
     VAE_COND = "vae_cond"
+    MEASURING_SPEED = "measuring_speed"  # a live session times the quality profiles it may need
 
 
 DIT_STEP_PREFIX = "dit_step_"

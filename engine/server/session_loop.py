@@ -16,7 +16,7 @@ import numpy as np
 from avkit.portrait_image import PortraitImageError, load_portrait
 from avkit.timeline import Timeline
 from engine.backends import backend_names
-from engine.backends.base import Backend
+from engine.backends.base import Backend, SettingsError
 from engine.protocol.messages import (
     Audio,
     CloseSession,
@@ -89,7 +89,11 @@ class SessionLoop:
             self.transport.send(ident, Error(code=code, message=str(exc)))
             return
         sid = f"s{next(self._ids)}-{secrets.token_hex(4)}"
-        self.session = LiveSession(sid, self.backend, portrait, settings, self.timeline, self.config.limits)
+        try:  # checks what the backend can tell before any work: nothing has started when it fails
+            self.session = LiveSession(sid, self.backend, portrait, settings, self.timeline, self.config.limits)
+        except (ValueError, SettingsError) as exc:
+            self.transport.send(ident, Error(code="bad_settings", message=str(exc)))
+            return
         self.owner = ident
         self._announced = False
         self.opened += 1
@@ -126,11 +130,15 @@ class SessionLoop:
             self.transport.seen(owner)  # preparation time is not client silence
             if session.error is None:
                 stream = session.stream
+                governor = session.governor
                 self.transport.send(owner, SessionOpened(
                     session=session.id, backend=self.backend.name, width=stream.width,
                     height=stream.height, fps=self.timeline.fps, sample_rate=self.timeline.sample_rate,
-                    chunk_frames=stream.chunk_frames, prepare_ms=stream.prepare_ms,
-                    face_box=list(stream.face_box or ())))
+                    chunk_frames=stream.chunk_frames, prepare_ms=session.prepare_ms,
+                    face_box=list(stream.face_box or ()), quality=session.quality.wire_name,
+                    profile=governor.profile, profiles=list(governor.ladder),
+                    predicted_rtf=governor.predicted_rtf(),
+                    target_latency_s=session.contract.target_latency_s))
         if session.error is not None:
             self.transport.send(owner, Error(code=session.error.code, message=str(session.error),
                                              fatal=True, session=session.id))
@@ -138,8 +146,8 @@ class SessionLoop:
             return
         self._flush_frames(session, owner)
         while session.events:
-            kind, text = session.events.popleft()
-            self.transport.send(owner, Event(kind=kind, message=text, session=session.id))
+            kind, text, data = session.events.popleft()
+            self.transport.send(owner, Event(kind=kind, message=text, data=data, session=session.id))
         now = time.monotonic()
         if now - self._last_metrics >= self.config.metrics_interval_s:
             self._last_metrics = now
@@ -181,11 +189,13 @@ class SessionLoop:
             if not self.transport.send_droppable(owner, msg):
                 session.unpop_chunk(out)
                 break
+            session.chunk_sent(out, time.monotonic())
 
     def _send_metrics(self, session: LiveSession, owner: bytes, final: bool = False) -> None:
         """The session's figures, and the engine's: messages refused as malformed or
         unauthenticated, and replies dropped because their client did not read them."""
         values = session.stats.as_dict(self.timeline)
+        values.update(session.live_metrics())
         values.update(outbox_frames=session.outbox_frames(),
                       backlog_s=session.backlog_samples() / self.timeline.sample_rate,
                       **self.transport.counters)

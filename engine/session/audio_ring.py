@@ -1,8 +1,9 @@
 """The session's audio timeline: an append-only sample index with a bounded memory.
 
 Sample s of the session lives at absolute index s forever; only the last `capacity` samples are
-kept. Each appended block remembers its capture time so any sample can be traced back to the
-moment it was captured (end-to-end latency).
+kept. Each appended block remembers its capture time (the client's clock) so any sample can be
+traced back to the moment it was captured (end-to-end latency), and its arrival time (the
+engine's clock) so the engine can tell how long a sample has been waiting (the skip rule).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ class AudioRing:
         self.sample_rate = sample_rate
         self._buf = np.zeros(self.capacity, np.float32)
         self.total = 0  # samples ever appended = index one past the newest sample
-        self._captures: deque[tuple[int, float]] = deque(maxlen=4096)  # (first sample, capture_t)
+        self._blocks: deque[tuple[int, float, float]] = deque(maxlen=4096)  # (first sample, capture_t, arrival_t)
 
     @property
     def oldest(self) -> int:
@@ -29,7 +30,8 @@ class AudioRing:
         n = mono.size
         if n == 0:
             return
-        self._captures.append((self.total, time.monotonic() if capture_t is None else capture_t))
+        now = time.monotonic()
+        self._blocks.append((self.total, now if capture_t is None else capture_t, now))
         if n >= self.capacity:
             mono = mono[-self.capacity:]
             self.total += n - self.capacity
@@ -54,11 +56,24 @@ class AudioRing:
     def capture_time(self, sample: int) -> float:
         """Capture time of a sample: its block's capture time plus its offset in the block."""
         best = None
-        for first, t in reversed(self._captures):
+        for first, t, _ in reversed(self._blocks):
             if first <= sample:
                 best = (first, t)
                 break
         if best is None:
-            best = self._captures[0] if self._captures else (0, time.monotonic())
+            best = self._blocks[0][:2] if self._blocks else (0, time.monotonic())
         first, t = best
         return t + (sample - first) / self.sample_rate
+
+    def heard_time(self, sample: int) -> float:
+        """When the engine could first have heard a sample (engine clock): its block's arrival, less
+        the block's audio after the sample. Exact for a source that sends each block as soon as it
+        is complete (a microphone); a burst sent at once counts as audio that has just ended."""
+        end = self.total
+        for first, _, arrival in reversed(self._blocks):
+            if first <= sample:
+                return arrival - (end - sample) / self.sample_rate
+            end = first
+        if not self._blocks:
+            return time.monotonic()
+        return self._blocks[0][2] - (end - sample) / self.sample_rate  # older than any block kept

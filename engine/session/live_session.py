@@ -4,6 +4,11 @@ The server thread pushes audio and reads the outbox; a worker thread prepares th
 and runs one chunk at a time, so socket I/O never waits for the GPU. Frame k presents samples
 [k*spf, (k+1)*spf): every chunk is cut from that single timeline, whatever the block sizes, rates
 or gaps of the incoming audio.
+
+Live sessions keep a latency contract (latency_contract.py): a governor (governor.py) picks the
+quality profile that keeps up, from chunk times measured when the session opens and re-checked
+after every chunk, and audio that has waited longer than the target allows is skipped, counted,
+at a chunk boundary. File sessions make every frame at the quality asked for.
 """
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ from engine.protocol.messages import SessionSettings
 from engine.protocol.stages import Stage
 from engine.session.audio_ring import AudioRing
 from engine.session.chunk_audio import chunk_end, context_window, shown_audio
+from engine.session.governor import Governor, Switch, chunk_audio_seconds, resolve_quality
+from engine.session.latency_contract import LatencyContract
 
 
 class SessionState(Enum):
@@ -37,7 +44,6 @@ class SessionLimits:
     """Bounds that keep a session's memory flat whatever the client does."""
 
     outbox_frames: int = 100  # frames waiting for the socket; oldest dropped beyond this
-    live_backlog_s: float = 8.0  # live audio not yet generated; older audio is skipped beyond this
     file_backlog_s: float = 120.0  # file mode: client must not send further ahead than this
     idle_gap_s: float = 0.5  # live mode: silence this long -> generate idle chunks
 
@@ -51,6 +57,7 @@ class ChunkOut:
     frames: np.ndarray  # [N, H, W, 3] uint8
     audio: np.ndarray  # [N * spf] float32: the samples these frames present
     capture_t0: float
+    heard_t0: float  # when the engine heard the first of those samples (engine clock: latency_s)
     idle: bool
     timings: dict = field(default_factory=dict)
 
@@ -61,14 +68,16 @@ class SessionStats:
     frames: int = 0
     dropped_frames: int = 0  # generated but dropped because the client read too slowly
     skipped_frames: int = 0  # live audio skipped because the engine fell behind
+    skips: int = 0  # times it skipped
     idle_chunks: int = 0
-    compute_s: float = 0.0  # wall time spent in generate()
+    profile_switches: int = 0
+    latency_s: float = 0.0  # heard -> sent of the last chunk of speech that left the engine
 
     def as_dict(self, timeline: Timeline) -> dict:
-        generated_s = self.frames / timeline.fps
         return {"chunks": self.chunks, "frames": self.frames, "dropped_frames": self.dropped_frames,
-                "skipped_frames": self.skipped_frames, "idle_chunks": self.idle_chunks,
-                "rtf": generated_s / self.compute_s if self.compute_s else 0.0}
+                "skipped_frames": self.skipped_frames, "skipped_s": self.skipped_frames / timeline.fps,
+                "skips": self.skips, "idle_chunks": self.idle_chunks,
+                "profile_switches": self.profile_switches, "latency_s": self.latency_s}
 
 
 class _Closing(Exception):
@@ -77,7 +86,12 @@ class _Closing(Exception):
 
 
 class LiveSession:
-    """`state`: preparing -> running -> (draining) -> ended (SessionState). Thread-safe for the server thread."""
+    """`state`: preparing -> running -> (draining) -> ended (SessionState). Thread-safe for the server thread.
+
+    The constructor checks what the backend can tell before any work (sizes, chunk length, the
+    quality asked for, the target latency): ValueError or SettingsError, one line, and nothing
+    has started.
+    """
 
     def __init__(self, session_id: str, backend: Backend, portrait: np.ndarray,
                  settings: SessionSettings, timeline: Timeline = Timeline(),
@@ -86,10 +100,16 @@ class LiveSession:
         self.settings = settings
         self.timeline = timeline
         self.limits = limits
+        self.plan = backend.plan(settings)
+        self.quality = resolve_quality(settings, self.plan)
+        chunk_s = chunk_audio_seconds(self.plan, timeline)
+        self.contract = LatencyContract.for_session(settings, chunk_s)
+        self.governor = Governor([p.name for p in self.plan.profiles], chunk_s, fixed=self.quality.fixed)
         self.stats = SessionStats()
         self.stream: AvatarStream | None = None
         self.error: BackendError | None = None
-        self.events: deque[tuple[str, str]] = deque(maxlen=64)  # (kind, message) for the server
+        self.prepare_ms = 0.0  # measuring the profiles and preparing the stream
+        self.events: deque[tuple[str, str, dict]] = deque(maxlen=64)  # (kind, message, data) for the server
         self._backend, self._portrait = backend, portrait
         self._cond = threading.Condition()
         self._ring = AudioRing(capacity=int(timeline.sample_rate * (limits.file_backlog_s + 10)),
@@ -168,15 +188,29 @@ class LiveSession:
     def outbox_frames(self) -> int:
         return self._outbox_count
 
+    def chunk_sent(self, out: ChunkOut, now: float) -> None:
+        """The server sent a chunk: its latency (engine clock) is the recent one."""
+        if not out.idle:
+            self.stats.latency_s = now - out.heard_t0
+
+    def live_metrics(self) -> dict:
+        """The governor's side of the metrics: profile in force and measured (recent) rtf."""
+        return {"profile": self.governor.profile if self.stream is not None else "",
+                "rtf": self.governor.rtf}
+
     # -- worker thread ---------------------------------------------------------------------------
     def _run(self) -> None:
         try:
             t0 = time.perf_counter()
+            start = self._choose_profile()
+            t1 = time.perf_counter()
             self.stream = self._backend.open_stream(self._portrait, self.settings,
-                                                    on_stage=self._on_stage)
-            self.stream.prepare_ms = self.stream.prepare_ms or (time.perf_counter() - t0) * 1e3
+                                                    on_stage=self._on_stage, profile=start)
+            self.stream.prepare_ms = self.stream.prepare_ms or (time.perf_counter() - t1) * 1e3
+            self.prepare_ms = (t1 - t0) * 1e3 + self.stream.prepare_ms
             self._portrait = None
             self._last_audio_wall = time.monotonic()
+            self._say_if_too_slow()
             with self._cond:
                 if self.state is SessionState.PREPARING:  # not DRAINING: the audio may have ended already
                     self.state = SessionState.RUNNING
@@ -209,6 +243,30 @@ class LiveSession:
         if not self.ready.is_set():
             self.prepare_stage = name  # one str assignment: read by the server thread without a lock
 
+    def _choose_profile(self) -> str:
+        """What the engine measured before comes first; a live session measures what is missing to
+        choose (auto: a few profiles; fixed: that one), a file session nothing."""
+        governor = self.governor
+        governor.learn(self._backend.known_chunk_seconds(self.settings))
+        if self.settings.mode == "live":
+            for _ in self.plan.profiles:  # each round measures one profile more: bounded
+                name = governor.next_to_measure()
+                if name is None or self._closing:
+                    break
+                self._on_stage(Stage.MEASURING_SPEED)
+                governor.learn(self._backend.measure_profile(self._portrait, self.settings, name))
+                if not governor.known(name):
+                    break  # the backend could not time it: choose from what is known
+        return governor.start()
+
+    def _say_if_too_slow(self) -> None:
+        rtf = self.governor.predicted_rtf()
+        if self.settings.mode == "live" and 0 < rtf < 1.0:
+            lowest = "even at its lowest quality " if self.governor.auto else ""
+            self.events.append(("warning", f"this engine makes {rtf:.2f} s of video per second {lowest}"
+                                           f"({self.governor.profile}): live lag will be skipped",
+                                {"predicted_rtf": rtf, "profile": self.governor.profile}))
+
     def _step(self) -> bool:
         """Wait for the next chunk's audio (or idle/end), generate it. False when done."""
         assert self.stream is not None
@@ -220,7 +278,7 @@ class LiveSession:
                 if self._outbox_full(n):  # file mode: wait for the client, never drop frames
                     self._cond.wait(0.02)
                     continue
-                self._skip_if_behind()
+                self._skip_if_behind(n)
                 end = chunk_end(self._next_frame, n, self.timeline)
                 if self._ring.total >= end:
                     idle, count = False, n
@@ -241,6 +299,7 @@ class LiveSession:
             audio_in = context_window(self._ring, first, n, self.stream.context_samples, self.timeline)
             shown = shown_audio(self._ring, first, count, self.timeline)
             capture_t0 = self._ring.capture_time(self.timeline.frame_start_sample(first))
+            heard_t0 = self._ring.heard_time(self.timeline.frame_start_sample(first))
         t0 = time.perf_counter()
         result = self.stream.generate(audio_in, idle=idle)
         elapsed = time.perf_counter() - t0
@@ -252,12 +311,27 @@ class LiveSession:
             self.stats.chunks += 1
             self.stats.frames += len(frames)
             self.stats.idle_chunks += int(idle)
-            self.stats.compute_s += elapsed
             self._outbox.append(ChunkOut(self.stats.chunks - 1, first, frames, shown, capture_t0,
-                                         idle, timings))
+                                         heard_t0, idle, timings))
             self._outbox_count += len(frames)
             self._trim_outbox()
-            return count == n or self.state is not SessionState.DRAINING
+            more = count == n or self.state is not SessionState.DRAINING
+        switch = self.governor.observe(elapsed)
+        if switch is not None and more:
+            self._switch(switch)
+        return more
+
+    def _switch(self, switch: Switch) -> None:
+        """Between two chunks: the next one is made at the governor's new profile."""
+        t0 = time.perf_counter()
+        self.stream.use_profile(switch.profile)
+        took = time.perf_counter() - t0
+        self.stats.profile_switches += 1
+        self.events.append(("profile", f"quality {switch.direction} to {switch.profile} (was {switch.previous}, "
+                                       f"measured {switch.measured_rtf:.2f}x real time)",
+                            {"profile": switch.profile, "previous": switch.previous, "direction": switch.direction,
+                             "measured_rtf": switch.measured_rtf, "predicted_rtf": switch.predicted_rtf,
+                             "switch_s": took}))
 
     def _idle_due(self) -> bool:
         if self.settings.mode != "live":
@@ -272,19 +346,27 @@ class LiveSession:
         due = self._next_idle_at + chunk_s
         self._next_idle_at = due if now - due < chunk_s else now + chunk_s
 
-    def _skip_if_behind(self) -> None:
-        """Live mode only: if audio piles up faster than we generate, jump to recent audio."""
+    def _skip_if_behind(self, n: int) -> None:
+        """Live mode only: when the next chunk's audio has waited longer than the latency contract
+        allows, jump to the newest whole chunk (a frame boundary) and count what was skipped."""
         if self.settings.mode != "live":
             return
         spf = self.timeline.samples_per_frame
-        limit = int(self.limits.live_backlog_s * self.timeline.sample_rate)
-        backlog = self.backlog_samples()
-        if backlog > limit:
-            skip = (backlog - limit // 2) // spf
-            self._next_frame += skip
-            self.stats.skipped_frames += skip
-            self.events.append(("warning", f"engine slower than real time: skipped "
-                                           f"{skip / self.timeline.fps:.1f} s of audio"))
+        newest = self._ring.total // spf - n
+        if newest <= self._next_frame:
+            return
+        age = time.monotonic() - self._ring.heard_time(self._next_frame * spf)
+        start = self.contract.chunk_start(self._next_frame, newest, age, self.governor.expected_chunk_s())
+        if start == self._next_frame:
+            return
+        skip = start - self._next_frame
+        self._next_frame = start
+        self.stats.skipped_frames += skip
+        self.stats.skips += 1
+        fps = self.timeline.fps
+        self.events.append(("skip", f"the engine fell behind live audio: skipped {skip / fps:.2f} s",
+                            {"skipped_s": skip / fps, "first_frame": start,
+                             "total_skipped_s": self.stats.skipped_frames / fps}))
 
     def _outbox_full(self, n: int) -> bool:
         """File mode only: another chunk would overflow the outbox (one chunk always fits)."""

@@ -150,3 +150,33 @@ def test_render_through_the_flashtalk_backend(tiny_root, tmp_path):
     assert abs(info.audio_samples / 16000 - 2.5) < 0.1
     stages = json.loads(metrics.read_text())["stages"]
     assert {"dit_step_0", "vae_decode", "color_correction"} <= stages.keys()
+
+
+def test_a_profile_switch_keeps_the_output_size_and_carries_the_motion(backend, portrait, speech):
+    settings = SessionSettings(seed=5, width=64, height=64, chunk_frames=8)
+    names = [p.name for p in backend.plan(settings).profiles]
+    assert names == ["64x64/4", "64x64/3", "64x64/2", "48x48/2", "32x32/2", "32x32/1"]
+    stream = backend.open_stream(portrait, settings)
+    windows = list(_windows(stream, speech, 3))
+    assert stream.generate(windows[0]).frames.shape == (8, 64, 64, 3)
+    state = stream.state
+    top = state.conditions[(64, 64)]
+    stream.use_profile("32x32/2")
+    assert stream.profile.name == "32x32/2" and len(state.t_steps) == 2
+    assert state.motion.shape == (1, 16, 2, 4, 4)  # the last chunk's motion frames, at the new size
+    assert not torch.equal(state.motion[:, :, :1], state.conditions[(32, 32)].first_motion)
+    low = stream.generate(windows[1])
+    assert low.frames.shape == (8, 64, 64, 3)  # made at 32x32, shown at the session's size
+    assert {k for k in low.timings if k.startswith("dit_step")} == {"dit_step_0", "dit_step_1"}
+    stream.use_profile("64x64/4")  # back up: the top's conditions were kept, not encoded again
+    assert state.clip is top.clip and state.cond is top.cond and len(state.t_steps) == 4
+    assert stream.generate(windows[2]).frames.shape == (8, 64, 64, 3)
+    with pytest.raises(SettingsError, match="unknown quality profile"):
+        stream.use_profile("65x64/4")
+
+
+def test_one_measured_chunk_predicts_every_step_count_at_its_size(backend, portrait):
+    settings = SessionSettings(width=64, height=64, chunk_frames=8)
+    known = backend.measure_profile(portrait, settings, "64x64/4")
+    assert known["64x64/4"] > known["64x64/3"] > known["64x64/2"] > 0
+    assert backend.known_chunk_seconds(settings) == known

@@ -40,6 +40,7 @@ def test_warm_up_caches_the_prompt_and_changes_no_frame(model_dir):
     backend.runtime.pipeline.models.text_encoder.model.register_forward_hook(lambda *_: text_passes.append(1))
     assert backend.warm_up(SMALL) > 0
     assert len(text_passes) == 1
+    assert set(backend.known_chunk_seconds(SMALL)) == {p.name for p in backend.plan(SMALL).profiles}
     warm = _session_frames(backend)
     assert len(text_passes) == 1  # the session's prompt came from the cache
     np.testing.assert_array_equal(warm, cold)  # a session's noise is its own: warm-up leaves no trace

@@ -18,8 +18,10 @@ from engine.backends.base import (
     BackendOptions,
     ChunkResult,
     PortraitError,
+    QualityProfile,
     SettingsError,
     StageCallback,
+    StreamPlan,
 )
 from engine.backends.puppet.audio_drive import AudioDrive, AudioDriveConfig
 from engine.backends.puppet.face_landmarks import detect_face_box, landmarks_in_box
@@ -61,6 +63,7 @@ class PuppetStream(AvatarStream):
         self.background = apply_framing(portrait, framing)  # [H, W, 3] uint8
         self.landmarks = framing.to_output(marks)  # [68, 2] in output pixels
         self.width, self.height = size
+        self.profile = only_profile(size)
         self.chunk_frames = chunk_frames
         self.rig = FaceRig(self.background, self.landmarks)
         self.interior = MouthInterior(self.background, self.landmarks)
@@ -106,13 +109,25 @@ class PuppetBackend(Backend):
     def __init__(self, options: BackendOptions | None = None):
         self.options = options or BackendOptions()  # engine-wide GPU options do not apply here
 
+    def plan(self, settings: SessionSettings) -> StreamPlan:
+        return StreamPlan(chunk_frames(settings), (only_profile(output_size(settings)),))
+
     def open_stream(self, portrait: np.ndarray, settings: SessionSettings,
-                    on_stage: StageCallback | None = None) -> PuppetStream:  # prepares in ~0.1 s: no stages
+                    on_stage: StageCallback | None = None,
+                    profile: str | None = None) -> PuppetStream:  # prepares in ~0.1 s: no stages
+        plan = self.plan(settings)
+        if profile is not None:
+            plan.profile(profile)  # one profile: anything else is a SettingsError
         if not (isinstance(portrait, np.ndarray) and portrait.ndim == 3 and portrait.shape[2] == 3
                 and portrait.dtype == np.uint8):
             raise PortraitError("the portrait must be an RGB image (8 bits per channel)")
-        return PuppetStream(portrait, output_size(settings), chunk_frames(settings),
+        return PuppetStream(portrait, output_size(settings), plan.chunk_frames,
                             DEFAULTS.seed if settings.seed is None else int(settings.seed))
+
+
+def only_profile(size: tuple[int, int]) -> QualityProfile:
+    """The puppet's work per frame is one warp: it has no quality to trade, so one profile."""
+    return QualityProfile(f"{size[0]}x{size[1]}", *size)
 
 
 def output_size(settings: SessionSettings) -> tuple[int, int]:

@@ -6,6 +6,10 @@ frames -> colour correction against the portrait -> VAE re-encode of the last 5 
 chunk's motion latents -> emit frames 5..32 (28 new frames). No state but the motion latents and
 the seeded noise generator crosses chunks.
 
+Quality profiles (pipeline/profiles.py) switch between chunks: fewer steps take new timesteps; a
+smaller size takes the portrait's conditions at that size (encoded once, then kept) and the last
+motion frames resized and re-encoded. Frames always leave at the session's output size.
+
 The denoising loop never waits for the host: the per-step timesteps and sigmas are device tensors
 made once per session, so with `stage_timings=False` a chunk is queued without a synchronisation
 until its frames are copied out (per-stage timings need one synchronisation per stage).
@@ -15,13 +19,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from engine.flashtalk.pipeline.audio_window import chunk_audio_embedding
 from engine.flashtalk.pipeline.color_correction import match_colors
+from engine.flashtalk.pipeline.frame_resize import resize_video
 from engine.flashtalk.pipeline.models import FlashTalkModels
 from engine.flashtalk.pipeline.portrait_prep import reference_tensor, to_uint8_frames
 from engine.flashtalk.pipeline.settings import VAE_STRIDE, StreamSettings
@@ -30,10 +35,22 @@ from engine.protocol.stages import Stage, dit_step
 
 
 @dataclass
+class SizeCondition:
+    """The portrait's conditions at one size."""
+
+    clip: torch.Tensor  # [1, 257, clip_dim]
+    cond: torch.Tensor  # [1, 20, F_lat, h, w] = mask(4) || VAE(ref + zero frames)(16)
+    reference: torch.Tensor  # [1, 3, 1, H, W] in [-1, 1], the colour-correction target
+    first_motion: torch.Tensor  # [1, 16, 1, h, w]: the portrait's latent, chunk 0's motion
+
+
+@dataclass
 class StreamState:
     """Everything one session carries from chunk to chunk."""
 
-    settings: StreamSettings
+    settings: StreamSettings  # the size and steps chunks are made with now (the quality profile)
+    output_hw: tuple[int, int]  # (height, width) of the frames it emits, whatever `settings` says
+    portrait: np.ndarray | None  # uint8 [H, W, 3], kept to condition other sizes; None: a timing state
     context: torch.Tensor  # [1, 512, text_dim] T5 tokens (zero-padded to 512)
     clip: torch.Tensor  # [1, 257, clip_dim]
     cond: torch.Tensor  # [1, 20, F_lat, h, w] = mask(4) || VAE(ref + zero frames)(16)
@@ -43,6 +60,8 @@ class StreamState:
     timesteps: list[float]
     t_steps: list[torch.Tensor]  # per step float32 [1] on the device: the DiT's t
     sigmas: torch.Tensor  # float32 [steps + 1] on the device: timesteps / 1000
+    conditions: dict[tuple[int, int], SizeCondition] = field(default_factory=dict)  # (width, height) ->
+    motion_pixels: torch.Tensor | None = None  # [1, 3, motion_frames, H, W] of the last chunk
     chunks: int = 0
     prepare_ms: dict = field(default_factory=dict)
 
@@ -102,27 +121,75 @@ class StreamingPipeline:
 
     # -- session setup ---------------------------------------------------------------------------
     @torch.no_grad()
-    def prepare(self, portrait: np.ndarray, settings: StreamSettings,
-                on_stage: Callable[[str], None] | None = None) -> StreamState:
-        """Encode the portrait and prompt once per session (CLIP, T5, VAE)."""
+    def prepare(self, portrait: np.ndarray | None, settings: StreamSettings,
+                on_stage: Callable[[str], None] | None = None,
+                output_hw: tuple[int, int] | None = None) -> StreamState:
+        """Encode the portrait and prompt once per session (CLIP, T5, VAE).
+
+        `output_hw`: the (height, width) frames leave at (default: the settings' size). With no
+        portrait it makes a timing state: zero conditions, no VAE encode, since a chunk costs the
+        same whatever its conditions hold (the engine measures its profiles with it).
+        """
         m, s = self.models, settings
         timer = StageTimer(self.device, on_start=on_stage)
         with timer(Stage.TEXT_ENCODER):
             context = m.encode_text(s.prompt)  # [1, 512, text_dim]
-        ref = reference_tensor(portrait, s.height, s.width, self.device, self.dtype)
-        with timer(Stage.CLIP):
-            clip = m.encode_image(ref[:, :, 0])  # [1, 257, clip_dim]
-        with timer(Stage.VAE_COND):
-            zeros = torch.zeros(1, 3, s.frame_num - 1, s.height, s.width, device=self.device, dtype=self.dtype)
-            y = m.vae_encode(torch.cat([ref, zeros], dim=2))  # [1, 16, F_lat, h, w]
-            motion = m.vae_encode(ref)  # [1, 16, 1, h, w]
-        cond = torch.cat([self._first_frame_mask(s), y], dim=1)  # [1, 20, F_lat, h, w]
+        condition = self._condition(portrait, s, timer)
         generator = torch.Generator(device=self.device).manual_seed(s.seed)
         timesteps = sampling_timesteps(s.steps, s.shift)
         t_steps, sigmas = sampler_tensors(timesteps, self.device)
-        return StreamState(settings=s, context=context, clip=clip, cond=cond, reference=ref,
-                           motion=motion, generator=generator, timesteps=timesteps, t_steps=t_steps,
-                           sigmas=sigmas, prepare_ms=timer.ms)
+        return StreamState(settings=s, output_hw=output_hw or (s.height, s.width), portrait=portrait,
+                           context=context, clip=condition.clip, cond=condition.cond,
+                           reference=condition.reference, motion=condition.first_motion, generator=generator,
+                           timesteps=timesteps, t_steps=t_steps, sigmas=sigmas,
+                           conditions={(s.width, s.height): condition}, prepare_ms=timer.ms)
+
+    def _condition(self, portrait: np.ndarray | None, s: StreamSettings, timer: StageTimer) -> SizeCondition:
+        m = self.models
+        lh, lw = s.latent_hw
+        if portrait is None:
+            ref = torch.zeros(1, 3, 1, s.height, s.width, device=self.device, dtype=self.dtype)
+        else:
+            ref = reference_tensor(portrait, s.height, s.width, self.device, self.dtype)
+        with timer(Stage.CLIP):
+            clip = m.encode_image(ref[:, :, 0])  # [1, 257, clip_dim]
+        with timer(Stage.VAE_COND):
+            if portrait is None:
+                y = torch.zeros(1, 16, s.latent_frames, lh, lw, device=self.device, dtype=self.dtype)
+                motion = torch.zeros(1, 16, 1, lh, lw, device=self.device, dtype=self.dtype)
+            else:
+                zeros = torch.zeros(1, 3, s.frame_num - 1, s.height, s.width, device=self.device, dtype=self.dtype)
+                y = m.vae_encode(torch.cat([ref, zeros], dim=2))  # [1, 16, F_lat, h, w]
+                motion = m.vae_encode(ref)  # [1, 16, 1, h, w]
+        cond = torch.cat([self._first_frame_mask(s), y], dim=1)  # [1, 20, F_lat, h, w]
+        return SizeCondition(clip, cond, ref, motion)
+
+    @torch.no_grad()
+    def switch_profile(self, state: StreamState, width: int, height: int, steps: int,
+                       on_stage: Callable[[str], None] | None = None) -> dict[str, float]:
+        """Make the next chunks at another size and/or step count; -> stage -> ms it took.
+
+        A new size takes the portrait's conditions at that size (encoded on the first visit) and
+        the last motion frames, resized and re-encoded, so motion goes on where it was.
+        """
+        s = state.settings
+        new = replace(s, width=width, height=height, steps=steps).validate()
+        timer = StageTimer(self.device, on_start=on_stage)
+        if (width, height) != (s.width, s.height):
+            if (width, height) not in state.conditions:
+                state.conditions[(width, height)] = self._condition(state.portrait, new, timer)
+            c = state.conditions[(width, height)]
+            state.clip, state.cond, state.reference = c.clip, c.cond, c.reference
+            if state.motion_pixels is None:  # no chunk yet: start from the portrait, as prepare does
+                state.motion = c.first_motion
+            else:
+                with timer(Stage.VAE_ENCODE):
+                    state.motion = self.models.vae_encode(resize_video(state.motion_pixels, height, width))
+        if steps != s.steps:
+            state.timesteps = sampling_timesteps(steps, s.shift)
+            state.t_steps, state.sigmas = sampler_tensors(state.timesteps, self.device)
+        state.settings = new
+        return timer.ms
 
     def _first_frame_mask(self, s: StreamSettings) -> torch.Tensor:
         """[1, 4, F_lat, h, w]: ones on latent frame 0 (the reference), zeros elsewhere."""
@@ -153,11 +220,12 @@ class StreamingPipeline:
         with timer(Stage.COLOR_CORRECTION):
             video = match_colors(video, state.reference, s.color_correction)
         with timer(Stage.VAE_ENCODE):
-            state.motion = m.vae_encode(video[:, :, -s.motion_frames:])  # [1, 16, 2, h, w]
+            state.motion_pixels = video[:, :, -s.motion_frames:].clone()  # [1, 3, 5, H, W]: kept for a size change
+            state.motion = m.vae_encode(state.motion_pixels)  # [1, 16, 2, h, w]
         frames = None
         if frames_out:
-            with timer(Stage.HOST_COPY):
-                frames = to_uint8_frames(video[0, :, s.motion_frames:])
+            with timer(Stage.HOST_COPY):  # at the session's output size, whatever the profile's
+                frames = to_uint8_frames(resize_video(video[:, :, s.motion_frames:], *state.output_hw)[0])
         state.chunks += 1
         return frames, timer.ms
 

@@ -58,11 +58,32 @@ class FlashTalkRuntime:
         return self.world is None or self.world.is_leader
 
     # -- the leader's calls (mirrored on the followers) ------------------------------------------
-    def open(self, portrait: np.ndarray, settings: StreamSettings,
-             on_stage: Callable[[str], None] | None = None) -> StreamState:
-        """portrait uint8 [H, W, 3] -> the session's state (CLIP, umT5 and VAE encodings)."""
+    def open(self, portrait: np.ndarray | None, settings: StreamSettings,
+             on_stage: Callable[[str], None] | None = None,
+             output_hw: tuple[int, int] | None = None) -> StreamState:
+        """portrait uint8 [H, W, 3] -> the session's state (CLIP, umT5 and VAE encodings); frames
+        come out at `output_hw` (default: the settings' size). None: a timing state, no portrait."""
         with memory_errors_are_clear(self.device):
-            return (self._leader or self.pipeline).prepare(portrait, settings, on_stage=on_stage)
+            return (self._leader or self.pipeline).prepare(portrait, settings, on_stage=on_stage,
+                                                          output_hw=output_hw)
+
+    def switch_profile(self, state: StreamState, width: int, height: int, steps: int) -> dict[str, float]:
+        """The next chunks at another size / step count (output size unchanged), on every rank."""
+        with memory_errors_are_clear(self.device):
+            return (self._leader or self.pipeline).switch_profile(state, width, height, steps)
+
+    def time_chunks(self, settings: StreamSettings, chunks: int) -> tuple[float, dict[str, float]]:
+        """(wall seconds, stage ms) of the last of `chunks` silent chunks on a timing state."""
+        silence = np.zeros(settings.window_samples, np.float32)
+        state = self.open(None, settings)
+        try:
+            for _ in range(chunks):
+                t0 = time.perf_counter()
+                _, timings = self.generate(state, silence)
+                wall = time.perf_counter() - t0
+        finally:
+            self.release(state)
+        return wall, timings
 
     def generate(self, state: StreamState, window: np.ndarray,
                  on_stage: Callable[[str], None] | None = None) -> tuple[np.ndarray, dict[str, float]]:

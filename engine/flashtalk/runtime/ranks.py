@@ -48,9 +48,10 @@ def join_ranks(gpus: int, device_type: str, timeout_s: float) -> RankWorld | Non
 class Command:
     """One leader call, as every follower receives it."""
 
-    name: str  # "open" | "generate" | "close" | "shutdown"
+    name: str  # "open" | "generate" | "switch" | "close" | "shutdown"
     stream: int = -1
-    payload: Any = None  # open: (portrait uint8 [H, W, 3], StreamSettings); generate: float32 window
+    payload: Any = None  # open: (portrait uint8 [H, W, 3] or None, StreamSettings); generate: float32
+    # window; switch: (width, height, steps)
 
 
 class CommandChannel:
@@ -79,12 +80,14 @@ class LeaderPipeline:
         self._next_stream = 0
         self._broken: str | None = None
 
-    def prepare(self, portrait: np.ndarray, settings: StreamSettings,
-                on_stage: Callable[[str], None] | None = None) -> StreamState:
+    def prepare(self, portrait: np.ndarray | None, settings: StreamSettings,
+                on_stage: Callable[[str], None] | None = None,
+                output_hw: tuple[int, int] | None = None) -> StreamState:
         with self._lock:
             number = self._next_stream
             self._next_stream += 1
-            prepare = functools.partial(self.pipeline.prepare, on_stage=on_stage)  # stages: leader only
+            # Stages and the output size matter on the leader only: followers send no frames.
+            prepare = functools.partial(self.pipeline.prepare, on_stage=on_stage, output_hw=output_hw)
             state = self._run(Command("open", number, (portrait, settings)), prepare, portrait, settings)
             self._streams[id(state)] = number
             return state
@@ -95,6 +98,11 @@ class LeaderPipeline:
             command = Command("generate", self._streams[id(state)], np.asarray(window, np.float32))
             generate = functools.partial(self.pipeline.generate, on_stage=on_stage)
             return self._run(command, generate, state, window)
+
+    def switch_profile(self, state: StreamState, width: int, height: int, steps: int) -> dict[str, float]:
+        with self._lock:
+            command = Command("switch", self._streams[id(state)], (width, height, steps))
+            return self._run(command, self.pipeline.switch_profile, state, width, height, steps)
 
     def release(self, state: StreamState) -> None:
         """Followers drop the stream's state too."""
@@ -132,6 +140,8 @@ def follow(pipeline: StreamingPipeline, channel: CommandChannel) -> None:
             states[command.stream] = pipeline.prepare(*command.payload)
         elif command.name == "generate":
             pipeline.generate(states[command.stream], command.payload, frames_out=False)  # rank 0 sends
+        elif command.name == "switch":
+            pipeline.switch_profile(states[command.stream], *command.payload)
         elif command.name == "close":
             states.pop(command.stream, None)
         elif command.name == "shutdown":
