@@ -24,7 +24,7 @@ from engine.flashtalk.weights.checkpoint_layout import (
     VAE_CHECKPOINT,
     WAV2VEC_CONFIG,
 )
-from engine.flashtalk.weights.tiny_checkpoint import shard_name
+from engine.flashtalk.weights.dit_writer import shard_name
 from engine.flashtalk.weights.tiny_encoders import random_state_dict
 
 SHARD1, SHARD2 = shard_name(1, 2), shard_name(2, 2)

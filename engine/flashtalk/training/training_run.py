@@ -1,0 +1,107 @@
+"""What both training stages share: run options, loading a DiT to train, random streams, the log.
+
+A network to train starts from an official-layout folder. Unsharded, it is loaded in float32
+straight onto its device. Sharded (FSDP2), every rank builds it on the meta device and shards it
+first; the leader alone reads the checkpoint and the weights are scattered from it, so no rank
+ever holds more than its shard plus the leader's one host copy (a 14B float32 master is 75 GB).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+from tqdm import tqdm
+
+from engine.flashtalk.model.dit import FlashTalkDiT
+from engine.flashtalk.training.checkpoint_io import check_condition_widths
+from engine.flashtalk.training.fsdp_setup import PRECISIONS, TrainWorld, prepare_dit
+from engine.flashtalk.weights import load_dit
+from engine.flashtalk.weights.checkpoint_layout import meta_dit, validate_dit
+from engine.flashtalk.weights.tiny_checkpoint import MODEL_FOLDER
+
+LOG_FILE = "log.jsonl"
+
+
+@dataclass
+class StageResult:
+    checkpoint: Path  # the last step folder
+    history: dict[str, list[float]]  # per-step scalars of this process's run (resumed steps excluded)
+
+    @property
+    def model_dir(self) -> Path:
+        return self.checkpoint / MODEL_FOLDER
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    run_dir: Path
+    device: str | None = None  # None: cuda if available
+    precision: str = "fp32"  # fp32 (CPU, tests) or bf16 mixed precision (GPUs, through FSDP2)
+    activation_checkpointing: bool = False
+    resume: bool = False
+    export_dtype: str = "bf16"  # dtype of exported DiT shards (the official ones are bf16)
+    progress: bool = True
+
+    @property
+    def export_torch_dtype(self) -> torch.dtype:
+        return PRECISIONS[self.export_dtype]
+
+
+def load_for_training(model_dir: Path, world: TrainWorld, options: RunOptions, widths: dict[str, int],
+                      trainable: bool) -> FlashTalkDiT:
+    """The DiT of `model_dir`, checked against the data's condition widths, ready to train (or frozen)."""
+    config = validate_dit(model_dir)
+    check_condition_widths(config, widths, model_dir)
+    checkpointing = options.activation_checkpointing
+    if not world.sharded:
+        dit = prepare_dit(load_dit(model_dir, device=world.device, dtype=torch.float32), world,
+                          options.precision, checkpointing, trainable)
+    else:
+        dit = prepare_dit(meta_dit(model_dir), world, options.precision, checkpointing, trainable)
+        dit.to_empty(device=world.device)
+        full = {}
+        if world.is_leader:
+            dtype = torch.float32 if trainable else PRECISIONS[options.precision]
+            full = load_dit(model_dir, device="cpu", dtype=dtype).state_dict()
+        set_model_state_dict(dit, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    dit.set_attention_backend(None)
+    return dit
+
+
+def host_generator(seed: int, rank: int) -> torch.Generator:
+    """Sigmas, dropout and training noise: one CPU stream per rank."""
+    return torch.Generator().manual_seed(seed * 1000 + rank)
+
+
+def device_generator(seed: int, rank: int, device: torch.device) -> torch.Generator:
+    """The rollout's sampler draws, on the device like the streaming sampler's generator."""
+    return torch.Generator(device=device).manual_seed(seed * 1000 + rank + 500)
+
+
+class TrainingLog:
+    """Per-step scalars: kept in memory, appended to RUN/log.jsonl and shown on a progress bar (leader)."""
+
+    def __init__(self, run_dir: Path, world: TrainWorld, total: int, start: int, desc: str, progress: bool):
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        self.path = Path(run_dir) / LOG_FILE
+        self.world = world
+        self.history: dict[str, list[float]] = {}
+        self.bar = tqdm(total=total, initial=start, desc=desc, unit="step",
+                        disable=not (progress and world.is_leader))
+
+    def record(self, step: int, values: dict[str, float], write: bool) -> None:
+        """values are this rank's; the log holds their mean over the ranks (a collective)."""
+        mean = {k: self.world.mean(v) for k, v in values.items()}
+        for k, v in mean.items():
+            self.history.setdefault(k, []).append(v)
+        self.bar.update(1)
+        if write and self.world.is_leader:
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in mean.items()})
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": step, **mean}) + "\n")
+
+    def close(self) -> None:
+        self.bar.close()
