@@ -127,7 +127,7 @@ def run_data(args: argparse.Namespace) -> int:
     import torch
 
     from engine.flashtalk.pipeline.settings import StreamSettings
-    from engine.flashtalk.training.clip_source import list_clip_sources
+    from engine.flashtalk.training.clip_source import list_clip_sources, probe_clip
     from engine.flashtalk.training.condition_encoders import ConditionEncoders
     from engine.flashtalk.training.latent_cache import build_cache
     width, height = parse_size(args.size)
@@ -143,6 +143,8 @@ def run_data(args: argparse.Namespace) -> int:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     try:
         clips = list_clip_sources(source)
+        for clip in clips:  # every clip checked before minutes go into loading and encoding
+            probe_clip(clip)
         encoders = ConditionEncoders.from_model_dir(args.model, _wav2vec(args, args.model), device, dtype)
         shards = build_cache(clips, encoders, settings, args.out, progress=not args.quiet)
     except _user_errors() as exc:

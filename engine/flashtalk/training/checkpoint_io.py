@@ -98,8 +98,12 @@ def save_checkpoint(run_dir: Path, step: int, trained: Trained, exported: torch.
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
     world.barrier()
-    dcp.save(_state(trained), checkpoint_id=str(partial / STATE_DIR), no_dist=not dist.is_initialized())
-    export_model_folder(exported, world, base_model_dir, wav2vec_dir, partial, dtype)
+    try:
+        dcp.save(_state(trained), checkpoint_id=str(partial / STATE_DIR), no_dist=not dist.is_initialized())
+        export_model_folder(exported, world, base_model_dir, wav2vec_dir, partial, dtype)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # the previous checkpoint stays the newest
+        raise
     if world.is_leader:
         (partial / PROGRESS_FILE).write_text(json.dumps({"step": step, **progress}), encoding="utf-8")
         shutil.rmtree(final, ignore_errors=True)

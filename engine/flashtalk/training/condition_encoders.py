@@ -34,6 +34,9 @@ class ConditionEncoders:
 
         Raises CheckpointError (one line) for a folder that is not the official layout.
         """
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the preprocessing shows its own progress
         model_dir, wav2vec_dir = Path(model_dir), Path(wav2vec_dir)
         validate_model_dir(model_dir, wav2vec_dir)
         clip_dtype = torch.float16 if device.type == "cuda" else torch.float32

@@ -5,9 +5,10 @@
   of vectors, FD = |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)).
 - Statistics distance: per-channel mean and std of emitted latents vs the data's; the
   2-Wasserstein distance between the per-channel Gaussian fits, sqrt(sum_c dmu^2 + dsigma^2).
-- Lip sync: a ridge probe, fitted once on ground-truth latent frames, reads a mouth signal off a
-  latent frame (features: the frame pooled to 4x4); the score is Pearson's r between the probe's
-  reading of generated frames and the driving speech's loudness over the same frames.
+- Lip sync: a ridge probe, fitted once on the training clips' ground-truth latent frames (the
+  whole frame, 16 x h x w values), reads the speech loudness off a latent frame; the score is
+  Pearson's r between its reading of generated frames and the driving speech's loudness over the
+  same frames (mean log-RMS over the latent frame's video frames).
 """
 from __future__ import annotations
 
@@ -19,15 +20,18 @@ import torch
 import torch.nn.functional as F
 
 FD_POOL = 2  # pooled latent side for the Fréchet features
-PROBE_POOL = 4  # pooled latent side for the lip-sync probe
 LOUDNESS_FLOOR = 1e-4  # RMS added before the log: silence is -9.2, not -inf
 VIDEO_FRAMES_PER_LATENT = 4
 
 
+def latent_frames(latents: torch.Tensor, first: int) -> torch.Tensor:
+    """latents [N, 16, F, h, w] -> float64 [N * (F - first), 16, h, w], frames [first:], chunk-major."""
+    return latents[:, :, first:].double().transpose(1, 2).flatten(0, 1)
+
+
 def pooled_frames(latents: torch.Tensor, first: int, side: int) -> torch.Tensor:
     """latents [N, 16, F, h, w] -> float64 [N * (F - first), 16 * side * side], frames [first:]."""
-    frames = latents[:, :, first:].float().transpose(1, 2).flatten(0, 1)  # [N * F', 16, h, w]
-    return F.adaptive_avg_pool2d(frames, side).flatten(1).double()
+    return F.adaptive_avg_pool2d(latent_frames(latents, first), side).flatten(1)
 
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -77,7 +81,7 @@ class LipSyncProbe:
 
     def __init__(self, latents: torch.Tensor, audio_rms: torch.Tensor, first: int, ridge: float):
         """latents [N, 16, F, h, w] ground-truth chunks, audio_rms [N, frame_num], frames [first:]."""
-        x = pooled_frames(latents, first, PROBE_POOL)
+        x = latent_frames(latents, first).flatten(1)
         y = latent_loudness(audio_rms, first, latents.shape[2])
         self.first = first
         self.x_mean, self.x_std = x.mean(0), x.std(0).clamp_min(1e-8)
@@ -88,7 +92,7 @@ class LipSyncProbe:
 
     def read(self, latents: torch.Tensor) -> torch.Tensor:
         """latents [N, 16, F, h, w] -> the probe's loudness reading per frame [N * (F - first)]."""
-        z = (pooled_frames(latents, self.first, PROBE_POOL) - self.x_mean) / self.x_std
+        z = (latent_frames(latents, self.first).flatten(1) - self.x_mean) / self.x_std
         return z @ self.weights + self.y_mean
 
     def correlation(self, latents: torch.Tensor, audio_rms: torch.Tensor) -> float:

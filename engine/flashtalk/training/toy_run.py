@@ -49,6 +49,7 @@ class ToyPlan:
         checkpoint_every=150, log_every=10))
     rollout_chunks: tuple[int, ...] = (1, 3)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    threads: int = 1  # tiny ops gain little from a second thread, and spinning threads collapse on a busy CPU
     seed: int = 0
 
 
@@ -69,6 +70,7 @@ def run_toy(clips_dir: Path, out_dir: Path, plan: ToyPlan = ToyPlan(), progress:
     """Every stage into out_dir (resumable stage by stage); -> the metrics, also in out_dir/metrics.json."""
     out_dir = Path(out_dir)
     torch.manual_seed(plan.seed)
+    torch.set_num_threads(plan.threads)
     world = join_train_world("cpu", "fp32")
     timings = {}
     clock = time.perf_counter()
