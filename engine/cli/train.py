@@ -16,6 +16,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from avkit.disk_space import DiskFullError, is_disk_full
 from engine.cli.common import UserError, parse_size
 
 TOY_SIZE = 64  # pixels, square
@@ -194,6 +195,10 @@ def _train(args: argparse.Namespace, model_dir: Path, stage) -> int:
         result = stage(cache, list(range(len(cache))), world)
     except (*_user_errors(), ValueError) as exc:
         raise UserError(str(exc)) from None
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise UserError(str(DiskFullError(exc.errno, exc.filename or args.out))) from None
     finally:
         leave_train_world()
     if world.is_leader:

@@ -13,14 +13,17 @@ after the new one is in place.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -28,6 +31,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
+from avkit.disk_space import DiskFullError, is_disk_full
 from engine.flashtalk.model.state_dict_check import describe_key_mismatch
 from engine.flashtalk.training.fsdp_setup import TrainWorld
 from engine.flashtalk.weights.checkpoint_layout import (
@@ -99,10 +103,14 @@ def save_checkpoint(run_dir: Path, step: int, trained: Trained, exported: torch.
         partial.mkdir(parents=True)
     world.barrier()
     try:
-        dcp.save(_state(trained), checkpoint_id=str(partial / STATE_DIR), no_dist=not dist.is_initialized())
+        with _single_process_is_intended():
+            dcp.save(_state(trained), checkpoint_id=str(partial / STATE_DIR), no_dist=not dist.is_initialized())
         export_model_folder(exported, world, base_model_dir, wav2vec_dir, partial, dtype)
-    except BaseException:
+    except (Exception, CheckpointException) as exc:  # DCP's exception is a BaseException
         shutil.rmtree(partial, ignore_errors=True)  # the previous checkpoint stays the newest
+        raise _write_failure(exc, final, latest_checkpoint(run_dir)) from None
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
         raise
     if world.is_leader:
         (partial / PROGRESS_FILE).write_text(json.dumps({"step": step, **progress}), encoding="utf-8")
@@ -112,6 +120,26 @@ def save_checkpoint(run_dir: Path, step: int, trained: Trained, exported: torch.
             shutil.rmtree(old, ignore_errors=True)
     world.barrier()
     return final
+
+
+def _write_failure(exc: BaseException, target: Path, kept: Path | None) -> CheckpointError:
+    """One line for a checkpoint that could not be written. torch.distributed.checkpoint reports a
+    full disk as a RuntimeError without an errno, so any failure here gets the same advice."""
+    if isinstance(exc, CheckpointException) and exc.failures:
+        exc = next(iter(exc.failures.values()))[0]  # (exception, traceback) of the first failing rank
+    reason = str(DiskFullError(exc.errno, exc.filename or target)) if is_disk_full(exc) else \
+        f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else 'no details'}"
+    previous = f"{kept} is kept" if kept else "no earlier checkpoint exists"
+    return CheckpointError(f"could not write {target} ({reason}) - free some disk space or choose another --out; "
+                           f"{previous}, --resume continues from it")
+
+
+@contextlib.contextmanager
+def _single_process_is_intended():
+    """DCP warns on every save and load outside a process group; an unsharded run is one on purpose."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
 
 
 def _state(trained: Trained) -> dict:
@@ -138,7 +166,8 @@ def load_checkpoint(path: Path, trained: Trained) -> dict:
             raise CheckpointError(f"{path}: the saved {name} does not fit this run's model ({problem}) "
                                   "- resume with the same model and data, or start a new --out folder")
     state = _state(trained)
-    dcp.load(state, checkpoint_id=str(path / STATE_DIR), no_dist=not dist.is_initialized())
+    with _single_process_is_intended():
+        dcp.load(state, checkpoint_id=str(path / STATE_DIR), no_dist=not dist.is_initialized())
     for name, (model, optimizer) in trained.items():
         set_state_dict(model, optimizer, model_state_dict=state[name]["model"],
                        optim_state_dict=state[name]["optim"])

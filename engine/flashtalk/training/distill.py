@@ -31,6 +31,7 @@ from engine.flashtalk.training.training_run import (
     RunOptions,
     StageResult,
     TrainingLog,
+    check_start_model,
     device_generator,
     host_generator,
     load_for_training,
@@ -40,9 +41,10 @@ from engine.flashtalk.training.training_run import (
 def distill(cache: LatentCache, clips: list[int], teacher_dir: Path, wav2vec_dir: Path, config: DistillConfig,
             options: RunOptions, world: TrainWorld) -> StageResult:
     """Distil the Stage 1 model in `teacher_dir` into a 4-step generator; -> its last checkpoint."""
-    teacher = load_for_training(teacher_dir, world, options, cache.widths, trainable=False)
-    generator = load_for_training(teacher_dir, world, options, cache.widths, trainable=True)
-    critic = load_for_training(teacher_dir, world, options, cache.widths, trainable=True)
+    check_start_model(teacher_dir, wav2vec_dir, cache.widths)
+    teacher = load_for_training(teacher_dir, world, options, trainable=False)
+    generator = load_for_training(teacher_dir, world, options, trainable=True)
+    critic = load_for_training(teacher_dir, world, options, trainable=True)
     vae_dtype = PRECISIONS[options.precision]
     vae = WanVAE.from_official(Path(teacher_dir) / VAE_FILE, device=world.device, dtype=vae_dtype)
     trained = {GENERATOR: (generator, adam(generator.parameters(), config.generator_lr)),

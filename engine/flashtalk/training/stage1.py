@@ -26,6 +26,7 @@ from engine.flashtalk.training.training_run import (
     RunOptions,
     StageResult,
     TrainingLog,
+    check_start_model,
     host_generator,
     load_for_training,
 )
@@ -36,7 +37,8 @@ MODEL = "dit"
 def train_stage1(cache: LatentCache, clips: list[int], init_dir: Path, wav2vec_dir: Path,
                  config: Stage1Config, options: RunOptions, world: TrainWorld) -> StageResult:
     """Train from the official-layout folder `init_dir` on `clips` of `cache`; -> the last checkpoint."""
-    dit = load_for_training(init_dir, world, options, cache.widths, trainable=True)
+    check_start_model(init_dir, wav2vec_dir, cache.widths)
+    dit = load_for_training(init_dir, world, options, trainable=True)
     optimizer = torch.optim.AdamW(dit.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sampler = WindowSampler(cache, clips, chunks=1, batch=config.batch,
                             first_chunk_share=config.first_chunk_share, seed=config.seed * 1000 + world.rank)

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from engine.flashtalk.model.dit import FlashTalkDiT
 from engine.flashtalk.training.checkpoint_io import check_condition_widths
 from engine.flashtalk.training.fsdp_setup import PRECISIONS, TrainWorld, prepare_dit
-from engine.flashtalk.weights import load_dit
+from engine.flashtalk.weights import load_dit, validate_model_dir
 from engine.flashtalk.weights.checkpoint_layout import meta_dit, validate_dit
 from engine.flashtalk.weights.tiny_checkpoint import MODEL_FOLDER
 
@@ -50,11 +50,15 @@ class RunOptions:
         return PRECISIONS[self.export_dtype]
 
 
-def load_for_training(model_dir: Path, world: TrainWorld, options: RunOptions, widths: dict[str, int],
-                      trainable: bool) -> FlashTalkDiT:
-    """The DiT of `model_dir`, checked against the data's condition widths, ready to train (or frozen)."""
-    config = validate_dit(model_dir)
-    check_condition_widths(config, widths, model_dir)
+def check_start_model(model_dir: Path, wav2vec_dir: Path, widths: dict[str, int]) -> None:
+    """CheckpointError (one line) unless the folder pair is a complete official layout whose DiT takes
+    the cached conditions: checked before any network is loaded, and the export links its encoders."""
+    check_condition_widths(validate_dit(model_dir), widths, model_dir)
+    validate_model_dir(model_dir, wav2vec_dir)
+
+
+def load_for_training(model_dir: Path, world: TrainWorld, options: RunOptions, trainable: bool) -> FlashTalkDiT:
+    """The DiT of `model_dir` ready to train (float32 master weights) or frozen (compute dtype)."""
     checkpointing = options.activation_checkpointing
     if not world.sharded:
         dit = prepare_dit(load_dit(model_dir, device=world.device, dtype=torch.float32), world,
