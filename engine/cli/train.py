@@ -96,6 +96,9 @@ def _add_toy(tsub) -> None:
     p.add_argument("--stage1-steps", type=int)
     p.add_argument("--distill-steps", type=int)
     p.add_argument("--eval-chunks", type=int, help="chunks per evaluation rollout (default 20)")
+    p.add_argument("--reference-steps", type=int, help="steps of the teacher's reference sampler (default 32)")
+    p.add_argument("--seconds", type=float, default=SYNTHETIC_SECONDS,
+                   help="length of each synthetic clip (the evaluation rollouts need eval-chunks x 0.32 s + 0.2 s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run_toy)
 
@@ -245,7 +248,9 @@ def run_toy(args: argparse.Namespace) -> int:
                                              checkpoint_every=min(plan.distill.checkpoint_every, args.distill_steps)))
     if args.eval_chunks:
         plan = replace(plan, evaluation=replace(plan.evaluation, rollout_chunks=args.eval_chunks))
-    clips = _render_synthetic(args.clips, args.out / "clips", TOY_SIZE, TOY_SIZE, SYNTHETIC_SECONDS, args.quiet)
+    if args.reference_steps:
+        plan = replace(plan, evaluation=replace(plan.evaluation, reference_steps=args.reference_steps))
+    clips = _render_synthetic(args.clips, args.out / "clips", TOY_SIZE, TOY_SIZE, args.seconds, args.quiet)
     try:
         metrics = run_toy(clips, args.out, plan, progress=not args.quiet)
     except (*_user_errors(), ValueError) as exc:

@@ -6,7 +6,7 @@
     chinese-wav2vec2-base/  linked likewise: the folder pair `flashtalk serve --model` loads
     train_state/            every trained network and optimizer (torch.distributed.checkpoint,
                             sharded when FSDP is on), for --resume
-    progress.json           step, loss history, sampler and RNG states
+    progress.json           step, data-sampler and noise-stream states of every rank
 It is written under a temporary name and renamed when complete (write-then-rename), so a crash
 never leaves a half checkpoint where --resume looks, and the previous checkpoint is removed only
 after the new one is in place.

@@ -69,12 +69,12 @@ def distill(cache: LatentCache, clips: list[int], teacher_dir: Path, wav2vec_dir
         exits = [exit_rng.randrange(schedule.steps) for _ in range(config.rollout_chunks)]
         values = dmd_step(networks, vae, sampler.draw().to(world.device), exits, cache.settings, config,
                           schedule, rng, sampler_rng)
-        log.record(step, values, write=step % config.log_every == 0)
+        log.record(step, values, show=step % config.log_every == 0)
         if step % config.checkpoint_every == 0 or step == config.steps:
             checkpoint = save_checkpoint(options.run_dir, step, trained, generator, world, teacher_dir,
                                          wav2vec_dir, rank_progress(sampler, rng, world),
                                          options.export_torch_dtype)
     log.close()
     if checkpoint is None:
-        raise ValueError(f"{options.run_dir}: nothing to do - the run already reached step {config.steps}")
-    return StageResult(checkpoint, log.history)
+        raise ValueError(f"{options.run_dir}: no checkpoint - the run needs at least one step")
+    return StageResult(checkpoint, log.history())

@@ -63,12 +63,12 @@ def train_stage1(cache: LatentCache, clips: list[int], init_dir: Path, wav2vec_d
         loss = loss.detach()
         grad_norm = torch.nn.utils.clip_grad_norm_(dit.parameters(), config.grad_clip)
         optimizer.step()
-        log.record(step, {"loss": loss.item(), "grad_norm": grad_norm.item()}, write=step % config.log_every == 0)
+        log.record(step, {"loss": loss.item(), "grad_norm": grad_norm.item()}, show=step % config.log_every == 0)
         if step % config.checkpoint_every == 0 or step == config.steps:
             checkpoint = save_checkpoint(options.run_dir, step, trained, dit, world, init_dir, wav2vec_dir,
                                          rank_progress(sampler, rng, world), options.export_torch_dtype)
     log.close()
     if checkpoint is None:
-        raise ValueError(f"{options.run_dir}: nothing to do - the run already reached step {config.steps}")
-    return StageResult(checkpoint, log.history)
+        raise ValueError(f"{options.run_dir}: no checkpoint - the run needs at least one step")
+    return StageResult(checkpoint, log.history())
 

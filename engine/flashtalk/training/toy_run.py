@@ -72,13 +72,15 @@ def run_toy(clips_dir: Path, out_dir: Path, plan: ToyPlan = ToyPlan(), progress:
     torch.manual_seed(plan.seed)
     torch.set_num_threads(plan.threads)
     world = join_train_world("cpu", "fp32")
-    timings = {}
-    clock = time.perf_counter()
+    timings: dict[str, dict[str, float]] = {"wall_s": {}, "cpu_s": {}}  # cpu: this process, all threads
+    clock = (time.perf_counter(), time.process_time())
 
     def lap(name: str) -> None:
         nonlocal clock
-        timings[name] = round(time.perf_counter() - clock, 1)
-        clock = time.perf_counter()
+        now = (time.perf_counter(), time.process_time())
+        timings["wall_s"][name] = round(now[0] - clock[0], 1)
+        timings["cpu_s"][name] = round(now[1] - clock[1], 1)
+        clock = now
 
     base = out_dir / "base"
     if not (base / MODEL_FOLDER / "config.json").is_file():
@@ -89,21 +91,23 @@ def run_toy(clips_dir: Path, out_dir: Path, plan: ToyPlan = ToyPlan(), progress:
     del encoders
     cache = LatentCache(out_dir / "data")
     train_clips, eval_clips = split_clips(len(cache), plan.eval_share)
-    lap("data_s")
+    lap("data")
 
     options = lambda name: RunOptions(out_dir / name, device="cpu", export_dtype="fp32",  # noqa: E731
                                       resume=True, progress=progress)
     teacher = train_stage1(cache, train_clips, model_dir, wav2vec_dir, plan.stage1, options("teacher"), world)
-    lap("teacher_s")
+    lap("teacher")
     students = {}
     for k in plan.rollout_chunks:
         config = replace(plan.distill, rollout_chunks=k)
         students[k] = distill(cache, train_clips, teacher.model_dir, wav2vec_dir, config, options(f"student_k{k}"),
                               world)
-        lap(f"distill_k{k}_s")
+        lap(f"distill_k{k}")
     metrics = evaluate_toy(cache, train_clips, eval_clips, teacher.model_dir,
                            {k: s.model_dir for k, s in students.items()}, plan, world)
-    lap("evaluation_s")
+    lap("evaluation")
+    for kind in timings.values():
+        kind["total"] = round(sum(kind.values()), 1)
     metrics.update(_losses(teacher.history, students), timings=timings, plan=asdict(plan),
                    settings={k: getattr(TOY_SETTINGS, k) for k in ("height", "width", "frame_num", "motion_frames",
                                                                    "steps", "shift")},
@@ -144,6 +148,8 @@ def evaluate_toy(cache: LatentCache, train_clips: list[int], eval_clips: list[in
                "fd_teacher_4step": evaluator.fd_to_reference(evaluator.teacher_samples(4)),
                "fd_teacher_4step_streaming_sampler": evaluator.fd_to_reference(
                    evaluator.streaming_samples(evaluator.teacher_velocity(), 0)),
+               "fd_generator_init": evaluator.fd_to_reference(  # the student before Stage 2: no CFG
+                   evaluator.streaming_samples(evaluator.velocity(teacher), 0)),
                "lipsync_data": evaluator.data_lipsync()}
     sessions = {"teacher_4step": evaluator.session_rollout(evaluator.teacher_velocity(), 1)}
     for k, student_dir in student_dirs.items():

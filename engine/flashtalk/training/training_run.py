@@ -28,7 +28,7 @@ LOG_FILE = "log.jsonl"
 @dataclass
 class StageResult:
     checkpoint: Path  # the last step folder
-    history: dict[str, list[float]]  # per-step scalars of this process's run (resumed steps excluded)
+    history: dict[str, list[float]]  # the whole run's per-step scalars (log.jsonl, resumes included)
 
     @property
     def model_dir(self) -> Path:
@@ -86,26 +86,42 @@ def device_generator(seed: int, rank: int, device: torch.device) -> torch.Genera
 
 
 class TrainingLog:
-    """Per-step scalars: kept in memory, appended to RUN/log.jsonl and shown on a progress bar (leader)."""
+    """Per-step scalars: appended to RUN/log.jsonl every step and shown on a progress bar (leader).
+
+    The file outlives resumes, so `history()` is the whole run's: a step that was run again after
+    a crash (it came after the last checkpoint) counts once, with its last values.
+    """
 
     def __init__(self, run_dir: Path, world: TrainWorld, total: int, start: int, desc: str, progress: bool):
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         self.path = Path(run_dir) / LOG_FILE
         self.world = world
-        self.history: dict[str, list[float]] = {}
         self.bar = tqdm(total=total, initial=start, desc=desc, unit="step",
                         disable=not (progress and world.is_leader))
 
-    def record(self, step: int, values: dict[str, float], write: bool) -> None:
+    def record(self, step: int, values: dict[str, float], show: bool) -> None:
         """values are this rank's; the log holds their mean over the ranks (a collective)."""
         mean = {k: self.world.mean(v) for k, v in values.items()}
-        for k, v in mean.items():
-            self.history.setdefault(k, []).append(v)
         self.bar.update(1)
-        if write and self.world.is_leader:
-            self.bar.set_postfix({k: f"{v:.4g}" for k, v in mean.items()})
+        if self.world.is_leader:
+            if show:
+                self.bar.set_postfix({k: f"{v:.4g}" for k, v in mean.items()})
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps({"step": step, **mean}) + "\n")
+
+    def history(self) -> dict[str, list[float]]:
+        """name -> values in step order (leader; empty elsewhere)."""
+        if not self.path.is_file():
+            return {}
+        by_step = {}
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            entry = json.loads(line)
+            by_step[entry.pop("step")] = entry
+        history: dict[str, list[float]] = {}
+        for step in sorted(by_step):
+            for k, v in by_step[step].items():
+                history.setdefault(k, []).append(v)
+        return history
 
     def close(self) -> None:
         self.bar.close()
