@@ -1,4 +1,4 @@
-"""`flashtalk` command line: serve | render | bench | models | doctor.
+"""`flashtalk` command line: serve | render | bench | models | doctor | train.
 
 Every user mistake ends with one line on stderr and exit code 2; nothing half-written is left.
 """
@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.cli import bench, doctor, models, render, serve
+from engine.cli import bench, doctor, models, render, serve, train
 from engine.cli.common import UserError
 
 COMMANDS = {"serve": serve, "render": render, "bench": bench, "models": models,
-            "doctor": doctor}
+            "doctor": doctor, "train": train}
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

@@ -29,8 +29,9 @@ from engine.flashtalk.pipeline.color_correction import match_colors
 from engine.flashtalk.pipeline.frame_resize import resize_video
 from engine.flashtalk.pipeline.models import FlashTalkModels
 from engine.flashtalk.pipeline.portrait_prep import reference_tensor, to_uint8_frames
+from engine.flashtalk.pipeline.sampler_step import denoise_step, impose_motion, sampler_tensors
 from engine.flashtalk.pipeline.settings import VAE_STRIDE, StreamSettings
-from engine.flashtalk.pipeline.timesteps import NUM_TRAIN_TIMESTEPS, sampling_timesteps
+from engine.flashtalk.pipeline.timesteps import sampling_timesteps
 from engine.protocol.stages import Stage, dit_step
 
 
@@ -64,18 +65,6 @@ class StreamState:
     motion_pixels: torch.Tensor | None = None  # [1, 3, motion_frames, H, W] of the last chunk
     chunks: int = 0
     prepare_ms: dict = field(default_factory=dict)
-
-
-def sampler_tensors(timesteps: list[float], device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """timesteps [steps + 1] -> (per step t float32 [1], sigma float32 [steps + 1]) on `device`.
-
-    Made on the host in float32 exactly as the per-step scalars they replace, then copied once.
-    Each t is its own allocation (not a view at an offset), so a compiled DiT sees the same
-    kind of input, aligned, at every step.
-    """
-    ts = torch.tensor(timesteps, dtype=torch.float32)
-    t_steps = [torch.tensor([t], dtype=torch.float32, device=device) for t in timesteps[:-1]]
-    return t_steps, (ts / NUM_TRAIN_TIMESTEPS).to(device)
 
 
 class StageTimer:
@@ -242,14 +231,12 @@ class StreamingPipeline:
         lh, lw = s.latent_hw
         latent = torch.randn(16, s.latent_frames, lh, lw, dtype=self.dtype, device=self.device,
                              generator=state.generator)  # [16, F_lat, h, w]
-        n_motion = state.motion.shape[2]
-        latent[:, :n_motion] = state.motion[0]
+        latent = impose_motion(latent, state.motion[0])
         for i, t in enumerate(state.t_steps):
             with timer(dit_step(i)):
                 velocity = self.models.dit_forward(latent, t, state, audio)  # f32 [16, F_lat, h, w]
-                sigma, sigma_next = state.sigmas[i], state.sigmas[i + 1]  # 0-d device tensors
-                x0 = latent - velocity * sigma
-                noise = torch.randn(x0.shape, dtype=x0.dtype, device=self.device, generator=state.generator)
-                latent = (1 - sigma_next) * x0 + sigma_next * noise
-                latent[:, :n_motion] = state.motion[0]
+                noise = torch.randn(velocity.shape, dtype=velocity.dtype, device=self.device,
+                                    generator=state.generator)
+                _, latent = denoise_step(latent, velocity, state.sigmas[i], state.sigmas[i + 1], noise,
+                                         state.motion[0])
         return latent.to(self.dtype)
