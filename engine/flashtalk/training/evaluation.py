@@ -79,6 +79,15 @@ class Evaluator:
         return self._in_batches(lambda b: generate_chunk(velocity_fn, b.conditions(0), b.first_motion(), shape,
                                                          self.schedule, rng)[1])
 
+    def reference_halves_fd(self) -> float:
+        """FD between the reference's first and second noise draws (half the samples each): what
+        "as good as the reference" looks like, biased upwards by the smaller sets."""
+        if self.config.fd_draws < 2:
+            raise ValueError("the reference needs fd_draws >= 2 to be split into two draws")
+        n = self.reference.shape[0] // self.config.fd_draws
+        return frechet_distance(pooled_frames(self.reference[:n], self.emitted, FD_POOL),
+                                pooled_frames(self.reference[n:2 * n], self.emitted, FD_POOL))
+
     def fd_to_reference(self, samples: torch.Tensor) -> float:
         return frechet_distance(pooled_frames(samples, self.emitted, FD_POOL),
                                 pooled_frames(self.reference, self.emitted, FD_POOL))
