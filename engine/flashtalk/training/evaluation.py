@@ -105,6 +105,13 @@ class Evaluator:
         rms = batch.audio_rms.cpu().transpose(0, 1).flatten(0, 1)  # [B, K, frames] -> [K * B, frames]
         return {"drift_per_chunk": drift, "lipsync": self.probe.correlation(latents, rms)}
 
+    def data_drift(self) -> list[float]:
+        """Per chunk, the held-out clips' own ground truth against the training data's statistics:
+        the distance a generator that never drifted would still show (other clips, other speech)."""
+        sessions = self.sessions.latents  # [B, K, 16, F, h, w]
+        return [ChannelStats.of(sessions[:, k], self.emitted).distance(self.data_stats)
+                for k in range(sessions.shape[1])]
+
     def data_lipsync(self) -> float:
         """The probe on the held-out clips' ground truth: the score a perfect generator would get."""
         return self.probe.correlation(self.sessions.latents.flatten(0, 1), self.sessions.audio_rms.flatten(0, 1))

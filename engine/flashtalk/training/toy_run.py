@@ -152,7 +152,8 @@ def evaluate_toy(cache: LatentCache, train_clips: list[int], eval_clips: list[in
                "fd_generator_init": evaluator.fd_to_reference(  # the student before Stage 2: no CFG
                    evaluator.streaming_samples(evaluator.velocity(teacher), 0)),
                "lipsync_data": evaluator.data_lipsync()}
-    sessions = {"teacher_4step": evaluator.session_rollout(evaluator.teacher_velocity(), 1)}
+    sessions = {"data": {"drift_per_chunk": evaluator.data_drift(), "lipsync": metrics["lipsync_data"]},
+                "teacher_4step": evaluator.session_rollout(evaluator.teacher_velocity(), 1)}
     for k, student_dir in student_dirs.items():
         student = load_dit(student_dir, device, torch.float32)
         velocity = evaluator.velocity(student)
