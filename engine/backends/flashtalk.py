@@ -40,7 +40,7 @@ from engine.flashtalk.parallel.process_group import (
     launched_by_torchrun,
 )
 from engine.flashtalk.pipeline.models import T5_TOKENIZER, FlashTalkModels
-from engine.flashtalk.pipeline.profiles import ChunkCost, Rung, ladder, ladder_sizes
+from engine.flashtalk.pipeline.profiles import ChunkCost, Rung, ladder
 from engine.flashtalk.pipeline.settings import StreamSettings
 from engine.flashtalk.pipeline.streaming import StreamingPipeline, StreamState
 from engine.flashtalk.weights import CheckpointError, validate_model_dir
@@ -248,7 +248,7 @@ class FlashTalkBackend(Backend):
         finally:
             stream.close()
         top = self._stream_settings(settings)
-        for width, height in ladder_sizes(top.width, top.height):
+        for width, height in dict.fromkeys((p.width, p.height) for p in self._plan(top).profiles):
             self._measure_size(replace(top, width=width, height=height))
         return time.perf_counter() - t0
 
@@ -264,9 +264,8 @@ class FlashTalkBackend(Backend):
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
 
-    @staticmethod
-    def _plan(top: StreamSettings) -> StreamPlan:
-        rungs = ladder(top.width, top.height, top.steps)
+    def _plan(self, top: StreamSettings) -> StreamPlan:
+        rungs = ladder(top.width, top.height, top.steps, one_size=self.options.compile)
         return StreamPlan(top.new_frames, tuple(QualityProfile(r.name, r.width, r.height, r.steps) for r in rungs))
 
     def plan(self, settings: SessionSettings) -> StreamPlan:
