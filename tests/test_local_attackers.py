@@ -324,6 +324,67 @@ def test_a_client_never_blocks_on_an_engine_that_stopped_reading(engine, portrai
     assert outcome["error"].code == "engine_lost" and "\n" not in str(outcome["error"])
 
 
+# -- 10. serve on a full file system, and a stale token file of the same pid --------------------
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A tmpfs of our own, `mount(options)` to make it: a real file system that runs out of room."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs to fill needs root (as on CI)")
+    folder = tmp_path / "fs"
+    folder.mkdir()
+
+    def mount(options: str) -> Path:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"mode=0700,{options}", "tmpfs", str(folder)],
+                              capture_output=True, text=True, check=False)
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        return folder
+
+    yield mount
+    subprocess.run(["umount", str(folder)], capture_output=True, check=False)
+
+
+@pytest.mark.parametrize("full", ["no room for data", "no inodes left"])
+def test_serve_on_a_full_file_system_says_so_and_leaves_nothing(small_fs, full):
+    if full == "no room for data":  # the socket can be made, its token cannot be written
+        folder = small_fs("size=64k")
+        (folder / "filler").write_bytes(bytes(64 * 1024))
+    else:  # not even the socket can be made (the root folder and the filler take both inodes)
+        folder = small_fs("size=64k,nr_inodes=2")
+        (folder / "filler").touch()
+    proc = serve("--socket", f"ipc://{folder}/engine.sock")
+    assert [p.name for p in folder.iterdir()] == ["filler"]  # no socket, no token, no .tmp
+    line = one_line_refusal(proc)
+    assert line.startswith("flashtalk serve: the disk is full: cannot ") and "--socket" in line, line
+
+
+def test_a_stale_token_tmp_file_of_our_pid_neither_breaks_start_up_nor_is_followed(tmp_path):
+    """The engine `exec`s in the process that planted `<sock>.token.<pid>.tmp` (as a crashed engine
+    with the same pid, or another program, would have left it): a link to a file of ours."""
+    run, victim = tmp_path / "run", tmp_path / "victim.txt"
+    run.mkdir(mode=0o700)
+    victim.write_text("keep me")
+    sock = run / "engine.sock"
+    plant = ("import os, sys; os.symlink(sys.argv[1], f'{sys.argv[2]}.token.{os.getpid()}.tmp'); "
+             "os.execv(sys.executable, [sys.executable, '-m', 'engine', 'serve', '--backend', 'puppet', "
+             "'--socket', 'ipc://' + sys.argv[2]])")
+    proc = subprocess.Popen([sys.executable, "-c", plant, str(victim), str(sock)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("ready "), (line, proc.stderr.read() if proc.poll() is not None else "")
+        stale = run / f"engine.sock.token.{proc.pid}.tmp"
+        assert stale.is_symlink() and victim.read_text() == "keep me"
+        with EngineClient(f"ipc://{sock}") as client:
+            assert client.welcome.backends == ["puppet"]
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+    assert victim.read_text() == "keep me"
+    assert sorted(p.name for p in run.iterdir()) == [stale.name]  # ours removed, the stranger's left as it was
+
+
 # -- 11. and 12. options and settings that used to misbehave -------------------------------------
 
 @pytest.mark.parametrize("value", ["nan", "inf", "0", "-1"])
