@@ -26,10 +26,12 @@ import zmq
 from engine.protocol import EngineClient, EngineError, SessionSettings, default_address, read_token
 from engine.protocol.codec import decode, encode
 from engine.protocol.messages import (
+    MAX_FRAMES_BYTES,
     MAX_PROMPT_CHARS,
     Audio,
     Error,
     Event,
+    Frames,
     Heartbeat,
     HeartbeatAck,
     Hello,
@@ -37,6 +39,7 @@ from engine.protocol.messages import (
     Metrics,
     OpenSession,
     Welcome,
+    frames_per_message,
     settings_to_dict,
 )
 from tests.conftest import ROOT, EngineProcess, wait_for
@@ -324,6 +327,67 @@ def test_a_client_never_blocks_on_an_engine_that_stopped_reading(engine, portrai
     assert outcome["error"].code == "engine_lost" and "\n" not in str(outcome["error"])
 
 
+# -- 10. serve on a full file system, and a stale token file of the same pid --------------------
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A tmpfs of our own, `mount(options)` to make it: a real file system that runs out of room."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs to fill needs root (as on CI)")
+    folder = tmp_path / "fs"
+    folder.mkdir()
+
+    def mount(options: str) -> Path:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"mode=0700,{options}", "tmpfs", str(folder)],
+                              capture_output=True, text=True, check=False)
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        return folder
+
+    yield mount
+    subprocess.run(["umount", str(folder)], capture_output=True, check=False)
+
+
+@pytest.mark.parametrize("full", ["no room for data", "no inodes left"])
+def test_serve_on_a_full_file_system_says_so_and_leaves_nothing(small_fs, full):
+    if full == "no room for data":  # the socket can be made, its token cannot be written
+        folder = small_fs("size=64k")
+        (folder / "filler").write_bytes(bytes(64 * 1024))
+    else:  # not even the socket can be made (the root folder and the filler take both inodes)
+        folder = small_fs("size=64k,nr_inodes=2")
+        (folder / "filler").touch()
+    proc = serve("--socket", f"ipc://{folder}/engine.sock")
+    assert [p.name for p in folder.iterdir()] == ["filler"]  # no socket, no token, no .tmp
+    line = one_line_refusal(proc)
+    assert line.startswith("flashtalk serve: the disk is full: cannot ") and "--socket" in line, line
+
+
+def test_a_stale_token_tmp_file_of_our_pid_neither_breaks_start_up_nor_is_followed(tmp_path):
+    """The engine `exec`s in the process that planted `<sock>.token.<pid>.tmp` (as a crashed engine
+    with the same pid, or another program, would have left it): a link to a file of ours."""
+    run, victim = tmp_path / "run", tmp_path / "victim.txt"
+    run.mkdir(mode=0o700)
+    victim.write_text("keep me")
+    sock = run / "engine.sock"
+    plant = ("import os, sys; os.symlink(sys.argv[1], f'{sys.argv[2]}.token.{os.getpid()}.tmp'); "
+             "os.execv(sys.executable, [sys.executable, '-m', 'engine', 'serve', '--backend', 'puppet', "
+             "'--socket', 'ipc://' + sys.argv[2]])")
+    proc = subprocess.Popen([sys.executable, "-c", plant, str(victim), str(sock)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("ready "), (line, proc.stderr.read() if proc.poll() is not None else "")
+        stale = run / f"engine.sock.token.{proc.pid}.tmp"
+        assert stale.is_symlink() and victim.read_text() == "keep me"
+        with EngineClient(f"ipc://{sock}") as client:
+            assert client.welcome.backends == ["puppet"]
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+    assert victim.read_text() == "keep me"
+    assert sorted(p.name for p in run.iterdir()) == [stale.name]  # ours removed, the stranger's left as it was
+
+
 # -- 11. and 12. options and settings that used to misbehave -------------------------------------
 
 @pytest.mark.parametrize("value", ["nan", "inf", "0", "-1"])
@@ -331,6 +395,45 @@ def test_a_client_timeout_that_is_not_a_positive_number_is_refused(value, tmp_pa
     line = one_line_refusal(serve("--client-timeout", value, "--socket", f"ipc://{tmp_path}/engine.sock"))
     assert "--client-timeout" in line
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("chunk_frames", [201, 250])
+def test_a_long_live_chunk_that_a_pause_cuts_short_still_shows_its_speech(engine, portrait_bytes, speech,
+                                                                          chunk_frames):
+    """A chunk of 8-10 s is rarely filled without a pause: the pause finishes it with silence, and
+    the speech it holds comes back as speech, not as an idle chunk (it used to: nothing but idle)."""
+    spf, sent = 640, np.resize(speech, (chunk_frames + 50) * 640)  # one whole chunk and 2 s more
+    with EngineClient(engine.address) as client:
+        client.open_session(portrait_bytes, SessionSettings(width=64, height=64, mode="live",
+                                                            chunk_frames=chunk_frames))
+        for i in range(0, sent.size, 1600):  # 0.1 s blocks at once, then nothing: a pause
+            client.send_audio(sent[i:i + 1600], 16000)
+        chunks = []
+        deadline = time.monotonic() + 60
+        while len(chunks) < 2 and time.monotonic() < deadline:
+            if isinstance(msg := client.recv(1), Frames):
+                chunks.append(msg)
+        client.close_session()
+    assert [(c.first_frame, c.count, c.idle) for c in chunks] == [(0, chunk_frames, False),
+                                                                  (chunk_frames, chunk_frames, False)]
+    shown = np.frombuffer(chunks[1].audio, np.float32)
+    assert np.array_equal(shown[:50 * spf], sent[chunk_frames * spf:]) and not shown[50 * spf:].any()
+
+
+def test_a_chunk_too_big_for_one_frames_message_is_refused_at_open(engine, portrait_bytes):
+    """2048x2048 is 12 MiB a frame: 43 frames make a Frames message over the 512 MiB that every
+    client refuses, so such a session never showed a frame. The engine says so when it opens."""
+    fit = frames_per_message(2048, 2048, 640)
+    assert fit * 2048 * 2048 * 3 <= MAX_FRAMES_BYTES < (fit + 1) * 2048 * 2048 * 3 and fit == 42
+    with EngineClient(engine.address) as client:
+        with pytest.raises(EngineError) as info:
+            client.open_session(portrait_bytes, SessionSettings(width=2048, height=2048, mode="live",
+                                                                chunk_frames=43))
+        assert info.value.code == "bad_settings" and "\n" not in str(info.value)
+        assert "at most 42 chunk_frames" in str(info.value) and "512 MiB" in str(info.value)
+        opened = client.open_session(portrait_bytes, SessionSettings(width=64, height=64, chunk_frames=43))
+        assert opened.chunk_frames == 43  # a size where it fits is served as before
+        client.close_session()
 
 
 def test_a_backend_name_with_a_line_break_gets_a_one_line_error(engine, portrait_bytes):

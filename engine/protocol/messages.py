@@ -22,6 +22,13 @@ MAX_FRAMES_BYTES = 512 * 1024 * 1024
 MAX_INBOUND_MESSAGE_BYTES = MAX_PORTRAIT_BYTES + MAX_HEADER_BYTES  # what the server accepts
 MAX_PROMPT_CHARS = 4096  # even in 4-byte UTF-8 well inside the header; the text encoder reads far less
 
+
+def frames_per_message(width: int, height: int, samples_per_frame: int) -> int:
+    """The most frames of this size one Frames message may carry: its RGB24 pixels and its float32
+    audio each within MAX_FRAMES_BYTES (a peer refuses more). A session's chunk must fit."""
+    return min(MAX_FRAMES_BYTES // (width * height * 3), MAX_FRAMES_BYTES // (samples_per_frame * 4))
+
+
 # Session quality (SessionSettings.quality): besides these two, the name of one of the session's
 # profiles (SessionOpened.profiles) fixes that profile.
 QUALITY_AUTO = "auto"  # keep up: the engine picks the best profile that runs in real time, and switches

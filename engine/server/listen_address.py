@@ -15,6 +15,7 @@ from pathlib import Path
 
 import zmq
 
+from avkit.disk_space import DISK_FULL_ERRNOS
 from engine.protocol.address import (
     UntrustedPath,
     check_owned_socket,
@@ -47,6 +48,15 @@ def check_address(address: str, allow_remote: bool) -> None:
                   "token can drive it", file=sys.stderr)
     elif not address.startswith("ipc://"):
         raise EngineServerError(f"unsupported address {address!r}: use ipc://PATH or tcp://127.0.0.1:PORT")
+
+
+def listen_error(what: str, exc: OSError | zmq.ZMQError) -> EngineServerError:
+    """One line for a failure to make the socket or the token file; a full disk says what to do."""
+    reason = zmq.strerror(exc.errno) if isinstance(exc, zmq.ZMQError) else exc.strerror
+    if exc.errno in DISK_FULL_ERRNOS:
+        return EngineServerError(f"the disk is full: cannot {what} ({reason}); free some disk space "
+                                 "or choose a --socket on another file system")
+    return EngineServerError(f"cannot {what}: {reason}")
 
 
 def _is_loopback(host: str) -> bool:
@@ -95,8 +105,7 @@ class ListenFiles:
         except UntrustedPath as exc:
             raise EngineServerError(str(exc)) from None
         except OSError as exc:
-            raise EngineServerError(f"cannot write the token file {token_path(self.address)}: "
-                                    f"{exc.strerror}") from None
+            raise listen_error(f"write the token file {token_path(self.address)}", exc) from None
         self._made[path] = _file_id(path)
         return token
 

@@ -36,7 +36,7 @@ from engine.protocol.messages import (
 )
 from engine.server.config import ServerConfig
 from engine.server.connection_watch import ConnectionWatch
-from engine.server.listen_address import EngineServerError, ListenFiles, check_address
+from engine.server.listen_address import EngineServerError, ListenFiles, check_address, listen_error
 from engine.server.peers import Peer, PeerTable
 
 MAX_PARTS = 1 + max(len(cls.BLOBS) for cls in ALL_MESSAGES)  # a header and the most blobs of any type
@@ -82,7 +82,7 @@ class Transport:
             self._files.remove()
             if isinstance(exc, EngineServerError):
                 raise
-            raise EngineServerError(f"cannot listen on {address}: {exc}") from None
+            raise listen_error(f"listen on {address}", exc) from None
         finally:
             os.umask(old_umask)
         self._sock, self._watch = sock, watch
