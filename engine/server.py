@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +26,7 @@ import zmq
 from avkit.portrait_image import PortraitImageError, load_portrait
 from avkit.timeline import Timeline
 from engine.backends import DEFAULT_BACKEND, create_backend
-from engine.backends.base import Backend, BackendOptions
+from engine.backends.base import Backend, BackendError, BackendOptions
 from engine.protocol.address import ipc_path, make_private_dir, token_path, write_token
 from engine.protocol.backend_names import BackendName
 from engine.protocol.codec import ProtocolError, decode, encode
@@ -33,6 +34,7 @@ from engine.protocol.messages import (
     MAX_INBOUND_MESSAGE_BYTES,
     PROTOCOL_VERSION,
     Audio,
+    CheckPortrait,
     CloseSession,
     EndOfAudio,
     Error,
@@ -44,6 +46,7 @@ from engine.protocol.messages import (
     Message,
     Metrics,
     OpenSession,
+    PortraitChecked,
     SessionOpened,
     Welcome,
     settings_from_dict,
@@ -63,6 +66,7 @@ class ServerConfig:
     allow_remote: bool = False  # tcp on a non-loopback interface
     limits: SessionLimits = field(default_factory=SessionLimits)
     progress_interval_s: float = 1.0  # a session being prepared reports its stage this often
+    max_pending_checks: int = 4  # portrait checks waiting for the checker thread; more are refused as busy
 
 
 class EngineServerError(RuntimeError):
@@ -94,6 +98,8 @@ class EngineServer:
         self._seq = itertools.count(1)
         self._last_metrics = 0.0
         self._last_progress = 0.0
+        self._checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="portrait-check")
+        self._checks: list[tuple[bytes, int, Future]] = []  # (peer, request, answer) in order
         self.stop_event = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -136,12 +142,14 @@ class EngineServer:
                         break
                     self._on_parts(parts)
             self._flush_replies()
+            self._answer_checks()
             self._service_session()
         self.shutdown()
 
     def shutdown(self) -> None:
         if self._session is not None:  # the worker must be out of the backend before it is closed
             self._end_session("engine shutting down", wait=None)
+        self._checker.shutdown(wait=True, cancel_futures=True)  # out of the backend before it is closed
         if self._sock is not None:
             self._sock.close(0)
             self._sock = None
@@ -207,6 +215,8 @@ class EngineServer:
             self._send(ident, HeartbeatAck(nonce=msg.nonce, session=msg.session))
         elif isinstance(msg, OpenSession):
             self._open_session(ident, msg)
+        elif isinstance(msg, CheckPortrait):
+            self._check_portrait(ident, msg)
         elif isinstance(msg, (Audio, EndOfAudio, CloseSession)):
             session = self._session
             if session is None or ident != self._owner or msg.session != session.id:
@@ -244,6 +254,20 @@ class EngineServer:
         self._owner = ident
         self._announced = False
         self.counters["sessions"] += 1
+
+    def _check_portrait(self, ident: bytes, msg: CheckPortrait) -> None:
+        """Decode and check on the checker thread: a live session's frames keep flowing meanwhile."""
+        if len(self._checks) >= self.config.max_pending_checks:
+            self._send(ident, PortraitChecked(request=msg.request, code="busy", message=(
+                "too many portraits are being checked at once: try again in a moment")))
+            return
+        self._checks.append((ident, msg.request, self._checker.submit(_checked_portrait, self.backend,
+                                                                        msg.portrait, msg.request)))
+
+    def _answer_checks(self) -> None:
+        while self._checks and self._checks[0][2].done():
+            ident, _, answer = self._checks.pop(0)
+            self._send(ident, answer.result())
 
     def _on_audio(self, ident: bytes, session: LiveSession, msg: Audio) -> None:
         width = 4 * max(msg.channels, 1)
@@ -433,3 +457,15 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _checked_portrait(backend: Backend, data: bytes, request: int) -> PortraitChecked:
+    """The answer to one `check_portrait` (checker thread): decodes, then asks the backend."""
+    try:
+        portrait = load_portrait(data)
+        box = backend.check_portrait(portrait)
+    except (PortraitImageError, BackendError) as exc:
+        code = exc.code if isinstance(exc, BackendError) else "bad_portrait"
+        return PortraitChecked(request=request, code=code, message=str(exc))
+    height, width = portrait.shape[:2]
+    return PortraitChecked(request=request, ok=True, width=width, height=height, face_box=list(box or ()))

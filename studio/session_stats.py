@@ -59,6 +59,13 @@ class SessionStats:
         self.underruns_before += self.underruns_now
         self.dropped_now = self.underruns_now = 0
 
+    def break_lines(self, now: float) -> None:
+        """No session from `now` on: a row of NaN, so the graphs leave a gap until the next one
+        instead of drawing a straight line across the time without an engine."""
+        self.frames.push(now - self.t0)
+        self.chunks.push(now - self.t0)
+        self._shown_times.clear()
+
     def output_fps(self, now: float) -> float:
         times = self._shown_times
         while times and now - times[0] > 1.0:

@@ -1,12 +1,19 @@
-"""What persists across runs (QSettings): last portrait and recents, devices, engine options,
-audio source, window layout."""
+"""What persists across runs (QSettings): last portrait and recents, devices, voice, engine
+options, audio source, where recordings go, window layout."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSettings
+from PySide6.QtCore import QByteArray, QSettings, QStandardPaths
 
 from studio.engine_link.options import EngineOptions
+
+
+def default_recordings_folder() -> str:
+    """The user's Videos (Movies) folder / FlashTalk."""
+    videos = QStandardPaths.writableLocation(QStandardPaths.MoviesLocation) or str(Path.home())
+    return str(Path(videos) / "FlashTalk")
 
 
 @dataclass
@@ -17,6 +24,8 @@ class StudioSettings:
     audio_source: str = "file"
     input_device: str = ""
     output_device: str = ""
+    voice: str = ""  # espeak-ng voice code ("" : the default)
+    recordings_folder: str = field(default_factory=default_recordings_folder)
     engine: EngineOptions = field(default_factory=EngineOptions)
     window_geometry: QByteArray = field(default_factory=QByteArray)
     window_state: QByteArray = field(default_factory=QByteArray)
@@ -36,6 +45,8 @@ def load_settings(store: QSettings) -> StudioSettings:
     out.audio_source = str(store.value("audio/source", "file"))
     out.input_device = str(store.value("audio/input_device", ""))
     out.output_device = str(store.value("audio/output_device", ""))
+    out.voice = str(store.value("audio/voice", ""))
+    out.recordings_folder = str(store.value("recordings/folder", "")) or out.recordings_folder
     for f in fields(EngineOptions):
         default = getattr(out.engine, f.name)
         value = store.value(f"engine/{f.name}", default)
@@ -55,6 +66,8 @@ def save_settings(store: QSettings, settings: StudioSettings) -> None:
     store.setValue("audio/source", settings.audio_source)
     store.setValue("audio/input_device", settings.input_device)
     store.setValue("audio/output_device", settings.output_device)
+    store.setValue("audio/voice", settings.voice)
+    store.setValue("recordings/folder", settings.recordings_folder)
     for key, value in asdict(settings.engine).items():
         store.setValue(f"engine/{key}", value)
     store.setValue("window/geometry", settings.window_geometry)

@@ -18,9 +18,9 @@ ENGINE = EngineOptions(width=192, height=192)
 
 def start_live(window, qtbot, portrait=ASSETS / "portrait.png"):
     model = window.model
-    assert model.set_portrait(portrait)
+    model.set_portrait(portrait)
     model.link.start(ENGINE)
-    qtbot.waitUntil(lambda: model.state == "live", timeout=30_000)
+    qtbot.waitUntil(lambda: model.state == "running", timeout=30_000)
     return model
 
 
@@ -66,17 +66,20 @@ def test_bad_portraits_show_the_error_inline(studio, qtbot, tmp_path):
     model = studio.model
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("this is not a picture")
-    assert not model.set_portrait(not_an_image)
-    assert studio.portrait.verdict.text().startswith("✗")
+    model.set_portrait(not_an_image)
+    qtbot.waitUntil(lambda: studio.portrait.verdict.text().startswith("✗"), timeout=5_000)
+    assert "not a PNG, JPEG or WebP image" in studio.portrait.verdict.text()
     faceless = tmp_path / "wall.png"
     Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(faceless)
-    assert model.set_portrait(faceless)
+    model.set_portrait(faceless)
+    qtbot.waitUntil(lambda: "once it runs" in studio.portrait.verdict.text(), timeout=5_000)
     model.link.start(ENGINE)
     qtbot.waitUntil(lambda: studio.portrait.verdict.text().startswith("✗"), timeout=30_000)
-    assert "face" in studio.portrait.verdict.text().lower()
-    assert model.state == "waiting for a portrait"
+    assert "no face found" in studio.portrait.verdict.text()
+    assert model.state == "ready" and model.recent == [] and studio.portrait.thumbnail.pixmap().isNull()
     model.set_portrait(ASSETS / "portrait.png")  # a good one recovers without restarting anything
-    qtbot.waitUntil(lambda: model.state == "live", timeout=30_000)
+    qtbot.waitUntil(lambda: model.state == "running", timeout=30_000)
+    assert model.recent == [str(ASSETS / "portrait.png")] and not studio.portrait.thumbnail.pixmap().isNull()
 
 
 def test_killed_engine_is_restarted_and_the_session_resumes(studio, qtbot, short_speech):
@@ -88,9 +91,9 @@ def test_killed_engine_is_restarted_and_the_session_resumes(studio, qtbot, short
     supervisor = model.link.supervisor
     old_pid = supervisor.pid
     os.kill(old_pid, signal.SIGKILL)
-    qtbot.waitUntil(lambda: model.state == "engine restarting", timeout=10_000)
-    assert "crashed" in studio.engine.status.text()
-    qtbot.waitUntil(lambda: model.state == "live" and supervisor.pid not in (0, old_pid), timeout=30_000)
+    qtbot.waitUntil(lambda: model.state == "restarting", timeout=10_000)
+    assert "crashed" in studio.engine.status.text() and studio.engine.status.text() == studio.video.overlay
+    qtbot.waitUntil(lambda: model.state == "running" and supervisor.pid not in (0, old_pid), timeout=30_000)
     assert supervisor.restarts == 1
     qtbot.waitUntil(lambda: 0 <= model.playout.schedule.shown and studio.video.frame_index >= 0
                     and model.playout.schedule.shown >= 10, timeout=20_000)

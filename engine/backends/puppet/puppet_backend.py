@@ -22,7 +22,7 @@ from engine.backends.base import (
     StageCallback,
 )
 from engine.backends.puppet.audio_drive import AudioDrive, AudioDriveConfig
-from engine.backends.puppet.face_landmarks import detect_face_box, landmarks_in_box
+from engine.backends.puppet.face_landmarks import detect_face_box, landmarks_in_box, smallest_face_px
 from engine.backends.puppet.face_rig import Expression, FaceRig
 from engine.backends.puppet.idle_motion import IdleMotion
 from engine.backends.puppet.mouth_interior import MouthInterior
@@ -31,8 +31,13 @@ from engine.protocol.backend_names import BackendName
 from engine.protocol.messages import SessionSettings
 from engine.protocol.stages import Stage
 
-NO_FACE = ("no face found in the portrait: use a well-lit, front-facing photo "
-           "with one face at least 80 pixels wide")
+
+def no_face_message(width: int, height: int) -> str:
+    """Why a portrait was refused, with the face size that counts in this picture (a large photo's
+    face is not too small just because a small photo's would be)."""
+    return (f"no face found in the portrait: use a well-lit photo of one face looking at the camera, "
+            f"not stretched, turned or covered (in this {width}x{height} picture a face must be at least "
+            f"{smallest_face_px(width, height)} pixels wide)")
 
 
 @dataclass(frozen=True)
@@ -51,9 +56,7 @@ DEFAULTS = PuppetDefaults()
 class PuppetStream(AvatarStream):
     def __init__(self, portrait: np.ndarray, size: tuple[int, int], chunk_frames: int, seed: int):
         t0 = time.perf_counter()
-        box = detect_face_box(portrait)
-        if box is None:
-            raise PortraitError(NO_FACE)
+        box = find_face(portrait)
         marks = landmarks_in_box(portrait, box)
         lo, hi = marks.min(axis=0), marks.max(axis=0)
         self.face_box = tuple(round(v) for v in (*lo, *hi))
@@ -106,13 +109,29 @@ class PuppetBackend(Backend):
     def __init__(self, options: BackendOptions | None = None):
         self.options = options or BackendOptions()  # engine-wide GPU options do not apply here
 
+    def check_portrait(self, portrait: np.ndarray) -> tuple[int, int, int, int]:
+        _check_rgb(portrait)
+        return find_face(portrait)
+
     def open_stream(self, portrait: np.ndarray, settings: SessionSettings,
                     on_stage: StageCallback | None = None) -> PuppetStream:  # prepares in ~0.1 s: no stages
-        if not (isinstance(portrait, np.ndarray) and portrait.ndim == 3 and portrait.shape[2] == 3
-                and portrait.dtype == np.uint8):
-            raise PortraitError("the portrait must be an RGB image (8 bits per channel)")
+        _check_rgb(portrait)
         return PuppetStream(portrait, output_size(settings), chunk_frames(settings),
                             DEFAULTS.seed if settings.seed is None else int(settings.seed))
+
+
+def find_face(portrait: np.ndarray) -> tuple[int, int, int, int]:
+    """The face box (x0, y0, x1, y1) in portrait pixels; PortraitError when there is none."""
+    box = detect_face_box(portrait)
+    if box is None:
+        raise PortraitError(no_face_message(portrait.shape[1], portrait.shape[0]))
+    return box
+
+
+def _check_rgb(portrait: np.ndarray) -> None:
+    if not (isinstance(portrait, np.ndarray) and portrait.ndim == 3 and portrait.shape[2] == 3
+            and portrait.dtype == np.uint8):
+        raise PortraitError("the portrait must be an RGB image (8 bits per channel)")
 
 
 def output_size(settings: SessionSettings) -> tuple[int, int]:
