@@ -308,7 +308,9 @@ class MainWindow(QMainWindow):
         outputs = self.model.outputs
         if outputs.recording and not self.quit_confirmed:  # ask first; the file is finished either way
             event.ignore()
-            self._confirm_quit_while_recording()
+            asked = self.findChild(QMessageBox, "confirm-quit")
+            if asked is None or not asked.isVisible():  # asked once at a time
+                self._confirm_quit_while_recording()
             return
         self.save()
         self.model.shutdown()
@@ -325,6 +327,7 @@ class MainWindow(QMainWindow):
         box.addButton("Keep recording", QMessageBox.RejectRole)
         box.setDefaultButton(quit_button)
         box.setObjectName("confirm-quit")
+        box.setAttribute(Qt.WA_DeleteOnClose)
 
         def answered(button) -> None:
             if button is quit_button:
