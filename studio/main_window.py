@@ -50,7 +50,6 @@ SHORTCUTS = {  # action name -> (what it does, key sequence), shown in the menus
     "quit": ("Quit", "Ctrl+Q"),
 }
 INITIAL_SIZE = (1280, 720)
-SIDE_DOCK_WIDTH = 330  # first run: room for the audio tabs' titles
 STATUS_MESSAGE_MS = 8000
 TROUBLESHOOTING = Path(__file__).resolve().parents[1] / "docs" / "troubleshooting.md"
 
@@ -141,7 +140,7 @@ class MainWindow(QMainWindow):
         m, sources, outputs = self.model, self.model.sources, self.model.outputs
         m.playout.frame_shown.connect(lambda due: self.video.show_frame(due.index, due.image))
         m.state_changed.connect(self._show_status)
-        m.summary_changed.connect(self.summary.setText)
+        m.summary_changed.connect(self.summary.show_summary)
         m.portrait_changed.connect(self.portrait.show_portrait)
         m.portrait_verdict.connect(self.portrait.show_verdict)
         m.recent_changed.connect(self.portrait.show_recent)
@@ -270,9 +269,6 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(s.window_geometry)
         if not s.window_state.isEmpty():
             self.restoreState(s.window_state)
-        else:
-            self.resizeDocks([self.docks["portrait"], self.docks["engine"]], [SIDE_DOCK_WIDTH, SIDE_DOCK_WIDTH - 30],
-                             Qt.Horizontal)
         self.engine.set_options(s.engine)
         m.link.set_options(s.engine)
         m.set_recent(s.recent_portraits)

@@ -33,7 +33,7 @@ from studio.session.devices_model import DeviceList
 from studio.widgets.clock_text import clock_text
 from studio.widgets.seek_slider import SeekSlider
 
-TAB_TITLES = {"microphone": "Microphone", "file": "Audio file", "speech": "Text to speech"}
+TAB_TITLES = {"microphone": "Microphone", "file": "Audio file", "speech": "Speech"}  # fit a 300 px dock
 ON_AIR_MARK = "● "
 ERROR_STYLE = "color: #d9534f;"
 
@@ -149,6 +149,7 @@ class AudioPanel(QWidget):
         self.text = QLineEdit()
         self.text.setPlaceholderText("type a sentence and press Enter")
         self.speak_button = QPushButton("Speak")
+        self.speak_button.setToolTip("text to speech: the avatar says the sentence in the chosen voice")
         self.stop_speech_button = QPushButton("Stop")
         self.stop_speech_button.setEnabled(False)
         self.speech_status = QLabel("" if available else install_hint())

@@ -16,6 +16,7 @@ from studio.session.studio_state import StudioStatus
 from studio.widgets.clock_text import clock_text
 
 TICK_MS = 500  # the lamps' clocks
+BUTTON_HEIGHT = 30
 LAMP_ON = "color: white; background: #c9302c; border-radius: 3px; padding: 2px 6px; font-weight: bold;"
 LIVE_ON = "color: white; background: #2d7d46; border-radius: 3px; padding: 2px 6px; font-weight: bold;"
 
@@ -43,7 +44,7 @@ class ControlsBar(QWidget):
             lamp.setVisible(False)
         for button, signal in ((self.start_button, self.engine_toggled), (self.record_button, self.record_toggled),
                                (self.camera_button, self.camera_toggled)):
-            button.setMinimumSize(QSize(button.sizeHint().width() + 12, 30))
+            button.setMinimumSize(QSize(button.sizeHint().width() + 12, BUTTON_HEIGHT))
             button.clicked.connect(lambda _checked=False, b=button, s=signal: self._request(b, s))
         self.folder_button.clicked.connect(self.folder_requested)
         layout = QHBoxLayout(self)
@@ -72,15 +73,17 @@ class ControlsBar(QWidget):
         self.start_button.setToolTip(f"{'stop' if on else 'start'} the engine (Ctrl+Return) · {status.text}")
 
     def show_recording(self, on: bool, since: float = 0.0, path: Path | None = None) -> None:
+        """Labels stay put (a wider one would widen the window); the pressed look and the lamp say it is on."""
         self.record_button.setChecked(on)
-        self.record_button.setText("■ Stop recording" if on else "● Record")
+        self.record_button.setToolTip("stop recording (Ctrl+R)" if on else "record to an MP4 (Ctrl+R)")
         self._recording_since = since if on else 0.0
         self.rec_lamp.setToolTip(f"recording to {path}" if on and path else "")
         self._tick()
 
     def show_camera(self, on: bool, since: float = 0.0, device: str = "") -> None:
         self.camera_button.setChecked(on)
-        self.camera_button.setText("Stop virtual camera" if on else "Virtual camera")
+        self.camera_button.setToolTip("stop sending to the virtual camera (Ctrl+Shift+V)" if on else
+                                      "send the avatar to a virtual camera for Zoom, Teams, Meet, OBS (Ctrl+Shift+V)")
         self._camera_since = since if on else 0.0
         self.live_lamp.setToolTip(f"the virtual camera {device} sends the avatar" if on else "")
         self._tick()

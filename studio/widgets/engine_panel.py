@@ -145,6 +145,7 @@ class EnginePanel(QWidget):
     def show_status(self, status: StudioStatus) -> None:
         """The studio's status, worded as everywhere else; Start/Stop/Restart as they apply."""
         self.status.setText(status.text)
+        self._hide_repeated_message()
         self.status.setStyleSheet(STATUS_STYLE.get(status.state, ""))
         running = status.engine_running
         self.start_button.setEnabled(not running)
@@ -153,6 +154,12 @@ class EnginePanel(QWidget):
 
     def show_engine_message(self, state: EngineState, message: str) -> None:
         self.engine_message.setText(message)
+        self._hide_repeated_message()
+
+    def _hide_repeated_message(self) -> None:
+        """The engine's words once: not again under a status that already says them."""
+        message = self.engine_message.text()
+        self.engine_message.setVisible(bool(message) and message not in self.status.text())
 
     def append_log(self, line: str) -> None:
         self.log.appendPlainText(line)

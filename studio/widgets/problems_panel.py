@@ -81,6 +81,7 @@ class ProblemsPanel(QFrame):
     def show_problems(self, problems: list[Problem]) -> None:
         for card in self.cards:
             self._layout.removeWidget(card)
+            card.setParent(None)  # gone from the screen now, not at the next idle moment
             card.deleteLater()
         self.cards = []
         for problem in problems:

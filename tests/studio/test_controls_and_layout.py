@@ -7,6 +7,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from avkit.mp4_writer import probe_mp4
+from studio.engine_link.options import EngineOptions
 from studio.outputs.virtual_camera import LINUX_COMMANDS
 
 from .fake_camera import FakeCameraBackend
@@ -85,6 +86,18 @@ def test_the_window_fits_a_laptop_screen_with_everything_usable(studio, qtbot):
         assert widget.width() >= least.width() and widget.height() >= least.height()
     assert studio.graphs.height() >= 200 and studio.graphs.width() >= 500  # readable, under the preview
     assert studio.video.height() >= 240
+    for key, value in (("backend", "fake"), ("width", 160), ("height", 120)):
+        studio.store.setValue(f"virtual_camera/{key}", value)
+    studio.engine.set_options(EngineOptions(backend="flashtalk"))
+    studio.toggle_engine()  # the longest status there is, and a problem card
+    studio.toggle_virtual_camera()
+    studio.toggle_recording()  # both lamps lit: the window must not grow past the screen
+    qtbot.waitUntil(lambda: controls.rec_lamp.isVisible() and controls.live_lamp.isVisible(), timeout=2_000)
+    qtbot.wait(50)
+    assert (studio.width(), studio.height()) == LAPTOP and studio.minimumSizeHint().width() <= LAPTOP[0]
+    assert engine.isVisible() and engine.visibleRegion().boundingRect().size() == engine.size()
+    studio.toggle_recording()
+    studio.toggle_virtual_camera()
     graphs_dock = studio.docks["graphs"]
     toggle = graphs_dock.toggleViewAction()
     assert toggle in next(a.menu() for a in studio.menuBar().actions() if a.text() == "&View").actions()

@@ -27,7 +27,7 @@ def start_live(window, qtbot, portrait=ASSETS / "portrait.png"):
 def test_file_session_reaches_view_graphs_summary_and_settings(studio, qtbot, short_speech, tmp_path):
     model = start_live(studio, qtbot)
     assert "face found" in studio.portrait.verdict.text()
-    first_summary = studio.summary.text()
+    first_summary = studio.summary.full_text
     model.sources.load_file_now(short_speech)
     model.sources.play_file()
     studio.stalls.reset()
@@ -46,8 +46,8 @@ def test_file_session_reaches_view_graphs_summary_and_settings(studio, qtbot, sh
     assert np.isfinite(render).any()
     xs, ys = studio.graphs._curves[f"chunks.{StageGroup.RENDER}"][2].getData()
     assert xs is not None and np.isfinite(ys).any()
-    assert studio.summary.text() != first_summary and "fps" in studio.summary.text()
-    assert "behind live" in studio.summary.text()
+    assert studio.summary.full_text != first_summary and "fps" in studio.summary.full_text
+    assert "behind live" in studio.summary.full_text
     # No long work on the UI thread: its own CPU time inside any late timer tick stays under 50 ms.
     # Wall-clock gaps also include the OS preempting us on a loaded machine (shared CI runners), so
     # they only get a loose bound that still catches a blocking wait (engine start, socket, disk).

@@ -14,7 +14,7 @@ from .test_studio_session import ENGINE, start_live
 
 def _everywhere(studio) -> set[str]:
     """The status as each part of the window words it."""
-    return {studio.video.overlay, studio.summary.text(), studio.engine.status.text(),
+    return {studio.video.overlay, studio.summary.full_text, studio.engine.status.text(),
             studio.controls.start_button.toolTip().split(" · ", 1)[1]}
 
 

@@ -42,7 +42,7 @@ def predictor_path() -> Path:
 
 
 @lru_cache(maxsize=1)
-def _models():
+def load_face_models():
     """(detector, predictor), loaded once per process (the predictor file is ~100 MB)."""
     try:
         import dlib
@@ -53,7 +53,7 @@ def _models():
 
 def detect_face_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
     """Largest frontal face in an RGB uint8 [H, W, 3] image as (x0, y0, x1, y1), or None."""
-    detector, _ = _models()
+    detector, _ = load_face_models()
     scale = min(1.0, DETECT_MAX_SIDE / max(image.shape[:2]))
     small = image if scale == 1.0 else _downscale(image, scale)
     small = np.ascontiguousarray(small)
@@ -75,7 +75,7 @@ def smallest_face_px(width: int, height: int) -> int:
 def landmarks_in_box(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """68 landmarks [68, 2] float32 (x, y) of the face inside `box` (x0, y0, x1, y1)."""
     import dlib
-    _, predictor = _models()
+    _, predictor = load_face_models()
     with _detector_lock:
         shape = predictor(np.ascontiguousarray(image), dlib.rectangle(*(int(v) for v in box)))
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)

@@ -22,7 +22,12 @@ from engine.backends.base import (
     StageCallback,
 )
 from engine.backends.puppet.audio_drive import AudioDrive, AudioDriveConfig
-from engine.backends.puppet.face_landmarks import detect_face_box, landmarks_in_box, smallest_face_px
+from engine.backends.puppet.face_landmarks import (
+    detect_face_box,
+    landmarks_in_box,
+    load_face_models,
+    smallest_face_px,
+)
 from engine.backends.puppet.face_rig import Expression, FaceRig
 from engine.backends.puppet.idle_motion import IdleMotion
 from engine.backends.puppet.mouth_interior import MouthInterior
@@ -108,6 +113,10 @@ class PuppetBackend(Backend):
 
     def __init__(self, options: BackendOptions | None = None):
         self.options = options or BackendOptions()  # engine-wide GPU options do not apply here
+        # The face models load here, before `serve` says ready: loading the 100 MB predictor holds
+        # the GIL for seconds, which during a session (or a portrait check) would freeze the
+        # server loop long enough for a client to think the engine hung.
+        load_face_models()
 
     def check_portrait(self, portrait: np.ndarray) -> tuple[int, int, int, int]:
         _check_rgb(portrait)
