@@ -146,7 +146,7 @@ class MainWindow(QMainWindow):
         m.recent_changed.connect(self.portrait.show_recent)
         m.notice.connect(lambda text: self.statusBar().showMessage(text, STATUS_MESSAGE_MS))
         m.problems.changed.connect(self.problems.show_problems)
-        m.devices.listed.connect(self._show_devices)
+        m.devices.listed.connect(self.audio.set_devices)
         m.devices.listing_changed.connect(lambda busy: self.audio.refresh_devices.setEnabled(not busy))
         outputs.recording_changed.connect(self._show_recording)
         outputs.camera_changed.connect(self._show_camera)
@@ -203,9 +203,6 @@ class MainWindow(QMainWindow):
         camera = self.model.outputs.virtual_camera
         self.actions["virtual_camera"].setChecked(on)
         self.controls.show_camera(on, self.model.outputs.camera_since, camera.device if camera else "")
-
-    def _show_devices(self, devices: DeviceList) -> None:
-        self.audio.set_devices(devices)
 
     def _show_source_status(self, status: SourceStatus) -> None:
         self.audio.show_status(status)

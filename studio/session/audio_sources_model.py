@@ -88,6 +88,9 @@ class AudioSourcesModel(QObject):
         if source == self.source:
             self._sink(pcm, capture_t)
 
+    def _feed_microphone(self, pcm: np.ndarray, capture_t: float) -> None:
+        self._feed("microphone", pcm, capture_t)
+
     @property
     def speech_available(self) -> bool:
         return self._speech.available()
@@ -184,12 +187,11 @@ class AudioSourcesModel(QObject):
     def start_microphone(self, choice: InputChoice | None = None) -> str:
         """Open the microphone (None: the system's default) and put it on air; returns "" or a one-line error."""
         self._close_microphone("")
-        feed = lambda pcm, t: self._feed("microphone", pcm, t)  # noqa: E731 - one sink, two device kinds
         try:
             if choice is not None and choice.key.startswith(PULSE_PREFIX):
-                mic = PulseMicrophone(feed, choice.key[len(PULSE_PREFIX):], choice.label)
+                mic = PulseMicrophone(self._feed_microphone, choice.key[len(PULSE_PREFIX):], choice.label)
             else:
-                mic = Microphone(feed, choice.index if choice is not None else None)
+                mic = Microphone(self._feed_microphone, choice.index if choice is not None else None)
             mic.muted = self.muted
             mic.start()
         except MicrophoneError as exc:

@@ -85,6 +85,7 @@ class AudioPanel(QWidget):
         layout.addWidget(self.output_note)
         layout.addStretch(1)
         self._duration = 0.0
+        self._file_playing = False
         self._mic_on = False
         self.show_on_air("file")
 
@@ -119,7 +120,7 @@ class AudioPanel(QWidget):
         self.play_button = QPushButton("Play")
         self.play_button.setEnabled(False)
         self.play_button.clicked.connect(
-            lambda: (self.pause_requested if self.play_button.text() == "Pause" else self.play_requested).emit())
+            lambda: (self.pause_requested if self._file_playing else self.play_requested).emit())
         self.loop = QCheckBox("loop")
         self.loop.toggled.connect(self.loop_toggled)
         self.seek = SeekSlider()
@@ -240,6 +241,7 @@ class AudioPanel(QWidget):
         if self._duration:
             self.seek.show_fraction(status.file_position_s / self._duration)
             self.position.setText(f"{clock_text(status.file_position_s)} / {clock_text(self._duration)}")
+        self._file_playing = status.file_playing
         self.play_button.setText("Pause" if status.file_playing else "Play")
         self.level.setValue(int(100 * min(1.0, status.level)))
         if self.mute.isChecked() != status.muted:
