@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 
 from avkit.timeline import FPS
@@ -54,17 +55,17 @@ class SessionStats:
     def underruns(self) -> int:
         return self.underruns_before + self.underruns_now
 
-    def new_session(self) -> None:
+    def new_session(self, now: float | None = None) -> None:
+        """A new engine session begins: its rows follow a row of NaN, so the graphs leave a gap
+        across the time without a session instead of a straight line (`now`: monotonic time)."""
+        if len(self.frames):
+            t = (time.monotonic() if now is None else now) - self.t0
+            self.frames.push(t)
+            self.chunks.push(t)
+        self._shown_times.clear()
         self.dropped_before += self.dropped_now
         self.underruns_before += self.underruns_now
         self.dropped_now = self.underruns_now = 0
-
-    def break_lines(self, now: float) -> None:
-        """No session from `now` on: a row of NaN, so the graphs leave a gap until the next one
-        instead of drawing a straight line across the time without an engine."""
-        self.frames.push(now - self.t0)
-        self.chunks.push(now - self.t0)
-        self._shown_times.clear()
 
     def output_fps(self, now: float) -> float:
         times = self._shown_times

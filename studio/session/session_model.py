@@ -15,7 +15,6 @@ while a live session goes on): a refused one changes nothing but the portrait pa
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,10 +139,7 @@ class SessionModel(QObject):
         status = self._derive()
         if status == self.status:
             return
-        was_active = self.status.state in ACTIVE
         self.status = status
-        if was_active and status.state not in ACTIVE:  # the graphs leave a gap, not a straight line
-            self.playout.stats.break_lines(time.monotonic())
         self.state_changed.emit(status)
         if status.state not in ACTIVE:  # the numbers would be stale: say what is going on instead
             self.summary_changed.emit(status.text)

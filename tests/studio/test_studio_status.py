@@ -29,11 +29,15 @@ def test_stopping_says_stopped_everywhere_and_the_graphs_leave_a_gap(studio, qtb
     qtbot.wait(600)  # a summary tick of the stopped playout must not bring the old numbers back
     assert _everywhere(studio) == {"stopped: press Start to run the engine"}
     assert studio.controls.start_button.text() == "Start" and studio.engine.start_button.isEnabled()
-    _, latency = model.playout.stats.frames.series("latency_s")
-    assert np.isnan(latency[-1])  # the line breaks here instead of running on to the next session
+    rows_before = len(model.playout.stats.frames)
     qtbot.mouseClick(studio.controls.start_button, Qt.LeftButton)  # the same button starts it again
     qtbot.waitUntil(lambda: model.state == "running", timeout=30_000)
     assert studio.video.overlay == "" and studio.engine.status.text() == "running"
+    qtbot.waitUntil(lambda: len(model.playout.stats.frames) > rows_before + 5, timeout=20_000)
+    t, latency = model.playout.stats.frames.series("latency_s")
+    gap = rows_before  # the row between the sessions: no value, so the line breaks there
+    assert np.isnan(latency[gap]) and np.isfinite(latency[gap - 1]) and np.isfinite(latency[gap + 1])
+    assert t[gap + 1] - t[gap - 1] > 0.5  # the time without an engine is not drawn over
 
 
 def test_a_flashtalk_engine_without_its_model_fails_at_once_with_the_fix(studio, qtbot):
