@@ -274,6 +274,7 @@ class MainWindow(QMainWindow):
         self.controls.show_status(m.status)
         self.engine.show_status(m.status)
         self.video.set_overlay(m.status.overlay)
+        self.summary.show_summary(m.status.text)
         self.audio.show_output_note(m.playout.output_note)
         self.audio.set_devices(DeviceList())  # the defaults until the listing thread has the names
         if s.input_device:
@@ -289,7 +290,6 @@ class MainWindow(QMainWindow):
         s.last_portrait = m.portrait_path or s.last_portrait
         s.recent_portraits = list(m.recent)
         s.last_audio_file = str(m.sources.file_path or s.last_audio_file)
-        s.audio_source = m.sources.source
         s.input_device = self.audio.input_device.currentData() or ""
         s.voice = m.sources.voice
         s.engine = m.link.options

@@ -1,5 +1,6 @@
-"""What persists across runs (QSettings): last portrait and recents, devices, voice, engine
-options, audio source, where recordings go, window layout."""
+"""What persists across runs (QSettings): last portrait and recents, last audio file, devices,
+voice, engine options, where recordings go, window layout. (Which source is on air does not: a
+source goes on air only when the user starts it.)"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
@@ -21,7 +22,6 @@ class StudioSettings:
     last_portrait: str = ""
     recent_portraits: list[str] = field(default_factory=list)
     last_audio_file: str = ""
-    audio_source: str = "file"
     input_device: str = ""
     output_device: str = ""
     voice: str = ""  # espeak-ng voice code ("" : the default)
@@ -42,7 +42,6 @@ def load_settings(store: QSettings) -> StudioSettings:
     out.last_portrait = str(store.value("portrait/last", ""))
     out.recent_portraits = _as_list(store.value("portrait/recent", []))
     out.last_audio_file = str(store.value("audio/last_file", ""))
-    out.audio_source = str(store.value("audio/source", "file"))
     out.input_device = str(store.value("audio/input_device", ""))
     out.output_device = str(store.value("audio/output_device", ""))
     out.voice = str(store.value("audio/voice", ""))
@@ -63,7 +62,6 @@ def save_settings(store: QSettings, settings: StudioSettings) -> None:
     store.setValue("portrait/last", settings.last_portrait)
     store.setValue("portrait/recent", list(settings.recent_portraits))
     store.setValue("audio/last_file", settings.last_audio_file)
-    store.setValue("audio/source", settings.audio_source)
     store.setValue("audio/input_device", settings.input_device)
     store.setValue("audio/output_device", settings.output_device)
     store.setValue("audio/voice", settings.voice)

@@ -24,7 +24,7 @@ from studio.session.devices_model import InputChoice
 from studio.session.problems_model import Problem, ProblemsModel
 
 SOURCES = ("microphone", "file", "speech")
-SOURCE_NAMES = {"microphone": "the microphone", "file": "the audio file", "speech": "text to speech"}
+SOURCE_NAMES = {"": "nothing yet", "microphone": "the microphone", "file": "the audio file", "speech": "text to speech"}
 FILE_PHASES = ("none", "opening", "ready", "failed")
 POLL_MS = 50  # file position and microphone level
 
@@ -69,7 +69,7 @@ class AudioSourcesModel(QObject):
         super().__init__()
         self._sink = sink
         self.problems = problems or ProblemsModel()
-        self.source = "file"  # on air (nothing plays until the user starts it)
+        self.source = ""  # the source on air: none until the user starts one
         self.muted = False  # the microphone's mute, kept while it is off
         self.voice = DEFAULT_VOICE
         self.file = FileState()

@@ -87,7 +87,7 @@ class AudioPanel(QWidget):
         self._duration = 0.0
         self._file_playing = False
         self._mic_on = False
-        self.show_on_air("file")
+        self.show_on_air("")
 
     def _microphone_tab(self) -> QWidget:
         tab = QWidget()
@@ -207,11 +207,12 @@ class AudioPanel(QWidget):
             self.output_device.setCurrentIndex(index)
 
     def show_on_air(self, name: str) -> None:
-        """The source on air: named at the top, marked on its tab, and its tab shown."""
+        """The source on air ("" : none yet): named at the top, marked on its tab, and its tab shown."""
         self.on_air.setText(f"On air: <b>{SOURCE_NAMES[name]}</b>")
         for i, source in enumerate(SOURCES):  # the tabs are in SOURCES' order
             self.tabs.setTabText(i, (ON_AIR_MARK if source == name else "") + TAB_TITLES[source])
-        self.tabs.setCurrentIndex(SOURCES.index(name))
+        if name:
+            self.tabs.setCurrentIndex(SOURCES.index(name))
 
     def show_microphone(self, state: MicrophoneState) -> None:
         self._mic_on = state.on

@@ -41,8 +41,8 @@ class PortraitPanel(QWidget):
         layout.addStretch(1)
 
     def open_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open portrait", "",
-                                              "Images (*.png *.jpg *.jpeg *.webp)")
+        patterns = " ".join(f"*{suffix}" for suffix in IMAGE_SUFFIXES)
+        path, _ = QFileDialog.getOpenFileName(self, "Open portrait", "", f"Images ({patterns})")
         if path:
             self.portrait_chosen.emit(path)
 
