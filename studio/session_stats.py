@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
 
 from avkit.timeline import FPS
@@ -55,17 +54,19 @@ class SessionStats:
     def underruns(self) -> int:
         return self.underruns_before + self.underruns_now
 
-    def new_session(self, now: float | None = None) -> None:
-        """A new engine session begins: its rows follow a row of NaN, so the graphs leave a gap
-        across the time without a session instead of a straight line (`now`: monotonic time)."""
-        if len(self.frames):
-            t = (time.monotonic() if now is None else now) - self.t0
-            self.frames.push(t)
-            self.chunks.push(t)
-        self._shown_times.clear()
+    def new_session(self) -> None:
         self.dropped_before += self.dropped_now
         self.underruns_before += self.underruns_now
         self.dropped_now = self.underruns_now = 0
+
+    def break_lines(self, now: float) -> None:
+        """A row of NaN at monotonic time `now`: the graphs leave a gap there instead of drawing a
+        straight line across the time without a session (the session model calls it as the next
+        session opens)."""
+        if len(self.frames):
+            self.frames.push(now - self.t0)
+            self.chunks.push(now - self.t0)
+        self._shown_times.clear()
 
     def output_fps(self, now: float) -> float:
         times = self._shown_times

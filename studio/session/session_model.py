@@ -15,6 +15,7 @@ while a live session goes on): a refused one changes nothing but the portrait pa
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -259,6 +260,7 @@ class SessionModel(QObject):
         self._update()
 
     def _on_session_opened(self, opened) -> None:
+        self.playout.stats.break_lines(time.monotonic())  # no line across the time without a session
         self.playout.begin(opened.sample_rate)
         self._session, self._starving = "open", False
         self.problems.solve("session")
