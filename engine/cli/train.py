@@ -117,7 +117,7 @@ def _require_training() -> None:
 def _user_errors():
     """The exception types training raises for input a person can fix."""
     from engine.flashtalk.training.clip_source import DatasetError
-    from engine.flashtalk.weights import CheckpointError
+    from engine.flashtalk.weights.checkpoint_validation import CheckpointError
     return DatasetError, CheckpointError
 
 

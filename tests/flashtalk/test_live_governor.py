@@ -32,7 +32,7 @@ SLACK_S = 1.0  # the issue's bound: one chunk's audio + the chunk's own time + 1
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
     from engine.backends.flashtalk import FlashTalkBackend
-    from engine.flashtalk.weights import make_tiny
+    from engine.flashtalk.weights.tiny_checkpoint import make_tiny
     model = make_tiny(tmp_path_factory.mktemp("tiny"), seed=0)[0]
     return FlashTalkBackend(BackendOptions(model_dir=model, device="cpu"))  # the server closes it
 

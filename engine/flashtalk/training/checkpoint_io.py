@@ -40,8 +40,8 @@ from engine.flashtalk.weights.checkpoint_layout import (
     T5_CHECKPOINT,
     T5_TOKENIZER,
     VAE_CHECKPOINT,
-    CheckpointError,
 )
+from engine.flashtalk.weights.checkpoint_validation import CheckpointError
 from engine.flashtalk.weights.dit_writer import write_dit
 from engine.flashtalk.weights.tiny_checkpoint import MODEL_FOLDER, WAV2VEC_FOLDER
 

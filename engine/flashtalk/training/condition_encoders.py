@@ -15,8 +15,8 @@ from engine.flashtalk.model.clip import CLIPVisual
 from engine.flashtalk.model.t5 import T5TextEncoder
 from engine.flashtalk.model.vae import WanVAE
 from engine.flashtalk.model.wav2vec import Wav2VecFeatures, normalize_loudness
-from engine.flashtalk.pipeline.models import CLIP_FILE, T5_FILE, T5_TOKENIZER, VAE_FILE
-from engine.flashtalk.weights import CheckpointError, validate_model_dir
+from engine.flashtalk.weights.checkpoint_layout import CLIP_CHECKPOINT, T5_CHECKPOINT, T5_TOKENIZER, VAE_CHECKPOINT
+from engine.flashtalk.weights.checkpoint_validation import CheckpointError, validate_model_dir
 
 
 @dataclass
@@ -41,9 +41,9 @@ class ConditionEncoders:
         validate_model_dir(model_dir, wav2vec_dir)
         clip_dtype = torch.float16 if device.type == "cuda" else torch.float32
         try:
-            vae = WanVAE.from_official(model_dir / VAE_FILE, device=device, dtype=dtype)
-            clip = CLIPVisual.from_official(model_dir / CLIP_FILE, device=device, dtype=clip_dtype)
-            text = T5TextEncoder.from_official(model_dir / T5_FILE, model_dir / T5_TOKENIZER, device=device,
+            vae = WanVAE.from_official(model_dir / VAE_CHECKPOINT, device=device, dtype=dtype)
+            clip = CLIPVisual.from_official(model_dir / CLIP_CHECKPOINT, device=device, dtype=clip_dtype)
+            text = T5TextEncoder.from_official(model_dir / T5_CHECKPOINT, model_dir / T5_TOKENIZER, device=device,
                                                dtype=dtype)
             audio = Wav2VecFeatures.from_dir(wav2vec_dir, device=device)
         except (FileNotFoundError, ValueError) as exc:

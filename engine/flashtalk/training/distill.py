@@ -13,7 +13,6 @@ import random
 from pathlib import Path
 
 from engine.flashtalk.model.vae import WanVAE
-from engine.flashtalk.pipeline.models import VAE_FILE
 from engine.flashtalk.training.checkpoint_io import (
     latest_checkpoint,
     load_checkpoint,
@@ -36,6 +35,7 @@ from engine.flashtalk.training.training_run import (
     host_generator,
     load_for_training,
 )
+from engine.flashtalk.weights.checkpoint_layout import VAE_CHECKPOINT
 
 
 def distill(cache: LatentCache, clips: list[int], teacher_dir: Path, wav2vec_dir: Path, config: DistillConfig,
@@ -46,7 +46,7 @@ def distill(cache: LatentCache, clips: list[int], teacher_dir: Path, wav2vec_dir
     generator = load_for_training(teacher_dir, world, options, trainable=True)
     critic = load_for_training(teacher_dir, world, options, trainable=True)
     vae_dtype = PRECISIONS[options.precision]
-    vae = WanVAE.from_official(Path(teacher_dir) / VAE_FILE, device=world.device, dtype=vae_dtype)
+    vae = WanVAE.from_official(Path(teacher_dir) / VAE_CHECKPOINT, device=world.device, dtype=vae_dtype)
     trained = {GENERATOR: (generator, adam(generator.parameters(), config.generator_lr)),
                CRITIC: (critic, adam(critic.parameters(), config.critic_lr))}
     sampler = WindowSampler(cache, clips, chunks=config.rollout_chunks, batch=config.batch,

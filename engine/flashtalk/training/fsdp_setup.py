@@ -22,7 +22,7 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from engine.flashtalk.model.dit import FlashTalkDiT
-from engine.flashtalk.parallel.process_group import launched_by_torchrun
+from engine.flashtalk.parallel.process_group import rank_environment_world_size
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 COLLECTIVE_TIMEOUT = timedelta(minutes=30)  # a 14B checkpoint save or a first step can take minutes
@@ -64,7 +64,7 @@ def join_train_world(device: str | None, precision: str) -> TrainWorld:
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     device_type = torch.device(device).type if device else ("cuda" if torch.cuda.is_available() else "cpu")
-    if launched_by_torchrun():
+    if rank_environment_world_size() is not None:  # a torchrun job: its rank variables are set
         rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         local = torch.device(device_type, int(os.environ["LOCAL_RANK"])) if device_type == "cuda" \
             else torch.device(device_type)

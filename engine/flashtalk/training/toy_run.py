@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 
 from engine.flashtalk.model.vae import WanVAE
-from engine.flashtalk.pipeline.models import VAE_FILE
 from engine.flashtalk.pipeline.settings import StreamSettings
 from engine.flashtalk.training.clip_source import list_clip_sources
 from engine.flashtalk.training.condition_encoders import ConditionEncoders
@@ -29,8 +28,9 @@ from engine.flashtalk.training.latent_cache import LatentCache, build_cache
 from engine.flashtalk.training.stage1 import train_stage1
 from engine.flashtalk.training.train_config import DistillConfig, Guidance, Stage1Config
 from engine.flashtalk.training.training_run import RunOptions
-from engine.flashtalk.weights import load_dit, make_tiny
-from engine.flashtalk.weights.tiny_checkpoint import MODEL_FOLDER, WAV2VEC_FOLDER
+from engine.flashtalk.weights.checkpoint_layout import VAE_CHECKPOINT
+from engine.flashtalk.weights.dit_loader import load_dit
+from engine.flashtalk.weights.tiny_checkpoint import MODEL_FOLDER, WAV2VEC_FOLDER, make_tiny
 
 TOY_SETTINGS = StreamSettings(height=64, width=64, frame_num=13, motion_frames=5)
 METRICS_FILE = "metrics.json"
@@ -139,7 +139,7 @@ def evaluate_toy(cache: LatentCache, train_clips: list[int], eval_clips: list[in
     """Load the exported checkpoints through the serving loader and measure them."""
     device = world.device
     teacher = load_dit(teacher_dir, device, torch.float32)
-    vae = WanVAE.from_official(teacher_dir / VAE_FILE, device=device, dtype=torch.float32)
+    vae = WanVAE.from_official(teacher_dir / VAE_CHECKPOINT, device=device, dtype=torch.float32)
     guidance = plan.distill.guidance
     evaluator = Evaluator(cache, train_clips, eval_clips, teacher, vae, guidance, plan.evaluation, device)
     metrics = {"fd_feature_space": "VAE latents: each emitted latent frame average-pooled to 2x2 (64 dims)",

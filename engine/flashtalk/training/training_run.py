@@ -18,8 +18,8 @@ from tqdm import tqdm
 from engine.flashtalk.model.dit import FlashTalkDiT
 from engine.flashtalk.training.checkpoint_io import check_condition_widths
 from engine.flashtalk.training.fsdp_setup import PRECISIONS, TrainWorld, prepare_dit
-from engine.flashtalk.weights import load_dit, validate_model_dir
-from engine.flashtalk.weights.checkpoint_layout import meta_dit, validate_dit
+from engine.flashtalk.weights.checkpoint_validation import meta_dit, validate_dit, validate_model_dir
+from engine.flashtalk.weights.dit_loader import load_dit
 from engine.flashtalk.weights.tiny_checkpoint import MODEL_FOLDER
 
 LOG_FILE = "log.jsonl"

@@ -11,7 +11,7 @@ from engine.flashtalk.training.clip_source import list_clip_sources  # noqa: E40
 from engine.flashtalk.training.condition_encoders import ConditionEncoders  # noqa: E402
 from engine.flashtalk.training.latent_cache import LatentCache, build_cache  # noqa: E402
 from engine.flashtalk.training.toy_run import TOY_SETTINGS  # noqa: E402
-from engine.flashtalk.weights import make_tiny  # noqa: E402
+from engine.flashtalk.weights.tiny_checkpoint import make_tiny  # noqa: E402
 
 CLIP_SECONDS = 2.2  # 55 frames: 6 chunks of 13 frames every 8 frames
 

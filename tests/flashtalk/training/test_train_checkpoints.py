@@ -23,7 +23,7 @@ from engine.flashtalk.training.fsdp_setup import join_train_world  # noqa: E402
 from engine.flashtalk.training.stage1 import train_stage1  # noqa: E402
 from engine.flashtalk.training.train_config import DistillConfig, Stage1Config  # noqa: E402
 from engine.flashtalk.training.training_run import RunOptions  # noqa: E402
-from engine.flashtalk.weights import load_dit  # noqa: E402
+from engine.flashtalk.weights.dit_loader import load_dit  # noqa: E402
 from engine.flashtalk.weights.dit_writer import write_dit  # noqa: E402
 from engine.flashtalk.weights.tiny_checkpoint import MODEL_FOLDER, WAV2VEC_FOLDER  # noqa: E402
 from engine.flashtalk.weights.tiny_encoders import random_state_dict  # noqa: E402

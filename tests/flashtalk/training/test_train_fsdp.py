@@ -17,7 +17,7 @@ from engine.flashtalk.training.latent_cache import LatentCache  # noqa: E402
 from engine.flashtalk.training.stage1 import train_stage1  # noqa: E402
 from engine.flashtalk.training.train_config import Stage1Config  # noqa: E402
 from engine.flashtalk.training.training_run import RunOptions  # noqa: E402
-from engine.flashtalk.weights import load_dit  # noqa: E402
+from engine.flashtalk.weights.dit_loader import load_dit  # noqa: E402
 from tests.flashtalk.gloo_world import run_on_gloo_world  # noqa: E402
 
 STEPS, BATCH = 3, 4

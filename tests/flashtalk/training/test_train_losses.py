@@ -8,14 +8,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from engine.flashtalk.model.vae import WanVAE  # noqa: E402
-from engine.flashtalk.pipeline.models import VAE_FILE  # noqa: E402
 from engine.flashtalk.training.chunk_batch import WindowSampler, dit_velocity  # noqa: E402
 from engine.flashtalk.training.dmd import dmd_generator_loss  # noqa: E402
 from engine.flashtalk.training.flow_matching import dropout_masks, flow_matching_loss, sample_sigmas  # noqa: E402
 from engine.flashtalk.training.rollout import GeneratorSchedule, motion_from_chunk, rollout  # noqa: E402
 from engine.flashtalk.training.teacher_sampler import guided_velocity  # noqa: E402
 from engine.flashtalk.training.train_config import ConditionDropout, Guidance  # noqa: E402
-from engine.flashtalk.weights import load_dit  # noqa: E402
+from engine.flashtalk.weights.checkpoint_layout import VAE_CHECKPOINT  # noqa: E402
+from engine.flashtalk.weights.dit_loader import load_dit  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_dmd_gradient_vanishes_when_the_critic_is_the_teacher_without_guidance(d
 
 
 def test_rollout_conditions_each_chunk_on_its_own_previous_output(dit, tiny_model, cache):
-    vae = WanVAE.from_official(tiny_model[0] / VAE_FILE, device="cpu", dtype=torch.float32)
+    vae = WanVAE.from_official(tiny_model[0] / VAE_CHECKPOINT, device="cpu", dtype=torch.float32)
     b = _batch(cache, chunks=3, batch=2)
     schedule = GeneratorSchedule.for_settings(cache.settings, torch.device("cpu"))
     chunks = list(rollout(functools.partial(dit_velocity, dit), vae, b, cache.settings, schedule,
