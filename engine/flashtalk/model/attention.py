@@ -68,40 +68,52 @@ def _first(result):
     return result[0] if isinstance(result, tuple) else result
 
 
+def default_dtype(device: torch.device) -> torch.dtype:
+    """The dtype a model runs in on `device` when none is given: bf16 on a GPU, fp32 on a CPU."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
 @functools.cache
-def _backend_runs(name: str, device_type: str, device_index: int | None) -> bool:
-    """Run a tiny attention with the backend pinned; False if the kernel is unavailable here."""
+def _backend_runs(name: str, device_type: str, device_index: int | None, dtype: torch.dtype) -> bool:
+    """Run a tiny attention in `dtype` with the backend pinned; False if the kernel does not run.
+
+    The probe runs in the model's own dtype: cuDNN runs bf16 but has no fp32 kernel. Any failure of
+    a candidate (a missing kernel, an old or foreign flash-attn build without flash_attn_func, ...)
+    means "not here", never an error of its own.
+    """
     device = torch.device(device_type, device_index) if device_index is not None else torch.device(device_type)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     q = torch.randn(1, 16, 2, 64, device=device, dtype=dtype)
     try:
         attention(q, q, q, backend=name)
-    except (RuntimeError, AttentionBackendError):
+    except Exception:  # noqa: BLE001 - whatever a candidate raises, it does not run here
         return False
     return True
 
 
-def available_backends(device: torch.device | str) -> list[str]:
-    """Backends that run on `device`, in preference order (used by `flashtalk bench`)."""
+def available_backends(device: torch.device | str, dtype: torch.dtype | None = None) -> list[str]:
+    """Backends that run on `device` in `dtype` (default: default_dtype), in preference order."""
     device = torch.device(device)
+    dtype = dtype or default_dtype(device)
     names = CUDA_PREFERENCE + (FLASH_ATTN,) if device.type == "cuda" else (CPU_DEFAULT, "flash", "efficient")
-    return [n for n in names if _backend_runs(n, device.type, device.index)]
+    return [n for n in names if _backend_runs(n, device.type, device.index, dtype)]
 
 
-def choose_backend(name: str | None, device: torch.device | str) -> str:
-    """The backend to pin for `device`: `name` if it runs there, else the fastest that does.
+def choose_backend(name: str | None, device: torch.device | str, dtype: torch.dtype | None = None) -> str:
+    """The backend to pin for a model in `dtype` on `device`: `name` if it runs there, else the
+    fastest that does.
 
     Raises AttentionBackendError (one line) for an unknown name or one that cannot run here.
     """
     device = torch.device(device)
     if name is not None and name not in BACKENDS:
         raise AttentionBackendError(f"unknown attention backend {name!r}: choose one of {', '.join(BACKENDS)}")
-    runnable = available_backends(device)
+    runnable = available_backends(device, dtype)
     if name is None:
         if not runnable:
             raise AttentionBackendError(f"no attention kernel runs on {device}")
         return runnable[0]
     if name not in runnable:
-        raise AttentionBackendError(f"attention backend {name!r} does not run on {device}: "
+        raise AttentionBackendError(f"attention backend {name!r} does not run on {device} in "
+                                    f"{str(dtype or default_dtype(device)).removeprefix('torch.')}: "
                                     f"available here: {', '.join(runnable) or 'none'}")
     return name

@@ -113,7 +113,8 @@ class FlashTalkDiT(ModelMixin, ConfigMixin):
 
     def set_attention_backend(self, name: str | None) -> str:
         """Pin the attention kernel for this model's device (None: the fastest that runs)."""
-        self.attention_backend = choose_backend(name, self.patch_embedding.weight.device)
+        weight = self.patch_embedding.weight
+        self.attention_backend = choose_backend(name, weight.device, weight.dtype)
         return self.attention_backend
 
     # -- forward ---------------------------------------------------------------------------------

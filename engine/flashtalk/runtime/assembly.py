@@ -34,7 +34,7 @@ from engine.protocol.engine_options import BackendOptions, Precision
 def assemble_models(options: BackendOptions, precision: Precision, device: torch.device,
                     world: RankWorld | None, plan: MemoryPlan) -> FlashTalkModels:
     """The engine's models on `device` placed as `plan` says, ready for the streaming pipeline."""
-    kernel = pin_attention_kernel(options.attention, device)
+    kernel = pin_attention_kernel(options.attention, device, PRECISION_DTYPES[precision])
     placer = BlockPlacer(plan, device, fp8=precision == Precision.FP8)  # FP8 as each block lands, before compile
     models = load_models(options, PRECISION_DTYPES[precision], device, placer)
     if world is not None:
@@ -78,10 +78,11 @@ def model_folders(options: BackendOptions) -> tuple[Path, Path]:
     return model_dir, wav2vec_dir_for(model_dir, options.wav2vec_dir)
 
 
-def pin_attention_kernel(asked: str | None, device: torch.device) -> str:
-    """The attention kernel for `device`: the one asked for if it runs here, else the fastest."""
+def pin_attention_kernel(asked: str | None, device: torch.device, dtype: torch.dtype) -> str:
+    """The attention kernel for a model in `dtype` on `device`: the one asked for if it runs here,
+    else the fastest (probed in that dtype: cuDNN has no fp32 kernel, --precision fp32 gets another)."""
     try:
-        return choose_backend(asked, device)
+        return choose_backend(asked, device, dtype)
     except AttentionBackendError as exc:
         raise FlashTalkUnavailable(f"--attention: {exc}") from None
 
