@@ -26,8 +26,8 @@ class RecordingPuppet(PuppetBackend):
         super().__init__()
         self.windows: list[np.ndarray] = []
 
-    def open_stream(self, portrait, settings, on_stage=None):
-        stream = super().open_stream(portrait, settings, on_stage)
+    def open_stream(self, portrait, settings, on_stage=None, profile=None):
+        stream = super().open_stream(portrait, settings, on_stage, profile)
         generate = stream.generate
 
         def recorded(audio, idle=False):

@@ -62,7 +62,8 @@ def test_decode_frames_refuses_buffers_that_do_not_match_the_header():
 
 def test_stage_groups_cover_every_per_chunk_stage():
     grouped = {stage for stage in Stage if stage_group(stage) is not None}
-    assert grouped == set(Stage) - {Stage.CHUNK_TOTAL, Stage.TEXT_ENCODER, Stage.CLIP, Stage.VAE_COND}
+    assert grouped == set(Stage) - {Stage.CHUNK_TOTAL, Stage.TEXT_ENCODER, Stage.CLIP, Stage.VAE_COND,
+                                    Stage.MEASURING_SPEED}
     assert stage_group(dit_step(11)) is StageGroup.DENOISE and stage_group("dit_step_x") is None
     assert stage_group("queue_wait") is None and not is_known_stage("render")
 

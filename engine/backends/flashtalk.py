@@ -25,7 +25,7 @@ from engine.backends.base import (
     StageCallback,
     StreamPlan,
 )
-from engine.flashtalk.pipeline.profiles import ChunkCost, Rung, ladder, ladder_sizes
+from engine.flashtalk.pipeline.profiles import ChunkCost, Rung, ladder
 from engine.flashtalk.pipeline.settings import StreamSettings
 from engine.flashtalk.pipeline.streaming import StreamState
 from engine.flashtalk.runtime.errors import FlashTalkError, FlashTalkOutOfMemory, FlashTalkUnavailable
@@ -59,9 +59,10 @@ def stream_settings(settings: SessionSettings) -> StreamSettings:
         raise SettingsError(str(exc)) from None
 
 
-def stream_plan(top: StreamSettings) -> StreamPlan:
-    """The quality ladder below `top` (pipeline.profiles): fewer steps, then smaller sizes."""
-    rungs = ladder(top.width, top.height, top.steps)
+def stream_plan(top: StreamSettings, one_size: bool = False) -> StreamPlan:
+    """The quality ladder below `top` (pipeline.profiles): fewer steps, then smaller sizes; with
+    `one_size` (a compiled engine: a new size recompiles for minutes) fewer steps only."""
+    rungs = ladder(top.width, top.height, top.steps, one_size=one_size)
     return StreamPlan(top.new_frames, tuple(QualityProfile(r.name, r.width, r.height, r.steps) for r in rungs))
 
 
@@ -126,17 +127,20 @@ class FlashTalkBackend(Backend):
         top = stream_settings(settings or SessionSettings())
         with _as_backend_errors():
             self.runtime.warm_up(top)
-        for width, height in ladder_sizes(top.width, top.height):
+        for width, height in dict.fromkeys((p.width, p.height) for p in self._plan(top).profiles):
             self._measure_size(replace(top, width=width, height=height))
         return time.perf_counter() - t0
 
+    def _plan(self, top: StreamSettings) -> StreamPlan:
+        return stream_plan(top, one_size=self.options.compile)
+
     def plan(self, settings: SessionSettings) -> StreamPlan:
-        return stream_plan(stream_settings(settings))
+        return self._plan(stream_settings(settings))
 
     def open_stream(self, portrait: np.ndarray, settings: SessionSettings,
                     on_stage: StageCallback | None = None, profile: str | None = None) -> FlashTalkStream:
         top = stream_settings(settings)
-        plan = stream_plan(top)
+        plan = self._plan(top)
         start = plan.profile(profile) if profile else plan.profiles[0]
         first = replace(top, width=start.width, height=start.height, steps=start.steps)
         with _as_backend_errors():
@@ -151,7 +155,7 @@ class FlashTalkBackend(Backend):
     def known_chunk_seconds(self, settings: SessionSettings) -> dict[str, float]:
         top = stream_settings(settings)
         known = {}
-        for p in stream_plan(top).profiles:
+        for p in self._plan(top).profiles:
             cost = self.chunk_costs.get(self._cost_key(replace(top, width=p.width, height=p.height)))
             if cost is not None:
                 known[p.name] = cost.seconds(p.steps)
@@ -161,7 +165,7 @@ class FlashTalkBackend(Backend):
         """One measured chunk at the profile's size on a timing state (no portrait to encode); it
         predicts every step count at that size. -> all that is known for these settings."""
         top = stream_settings(settings)
-        p = stream_plan(top).profile(profile)
+        p = self._plan(top).profile(profile)
         self._measure_size(replace(top, width=p.width, height=p.height, steps=p.steps))
         return self.known_chunk_seconds(settings)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from avkit.disk_space import DiskFullError, is_disk_full
 from engine.cli.common import UserError, parse_size
+from engine.flashtalk.weights.checkpoint_layout import MODEL_FOLDER, WAV2VEC_FOLDER
 
 TOY_SIZE = 64  # pixels, square
 DATA_DEFAULTS = {"size": f"{TOY_SIZE}x{TOY_SIZE}", "frame_num": 13, "motion_frames": 5}  # the toy geometry
@@ -34,7 +35,7 @@ def add_parser(sub) -> None:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--wav2vec", type=Path, help="chinese-wav2vec2-base folder (default: beside the model)")
+    p.add_argument("--wav2vec", type=Path, help=f"{WAV2VEC_FOLDER} folder (default: beside the model)")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -58,7 +59,7 @@ def _add_data(tsub) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--clips", type=Path, help="a folder of talking-head .mp4 clips, or a .jsonl manifest")
     source.add_argument("--synthetic", type=int, metavar="N", help="render N puppet clips into OUT/clips first")
-    p.add_argument("--model", type=Path, required=True, help="SoulX-FlashTalk-14B folder (its encoders and VAE)")
+    p.add_argument("--model", type=Path, required=True, help=f"{MODEL_FOLDER} folder (its encoders and VAE)")
     p.add_argument("--out", type=Path, required=True, help="cache folder (resumable)")
     p.add_argument("--size", default=DATA_DEFAULTS["size"], help="WIDTHxHEIGHT of the training chunks")
     p.add_argument("--frame-num", type=int, default=DATA_DEFAULTS["frame_num"], help="frames per chunk (4k+1)")
@@ -70,7 +71,7 @@ def _add_data(tsub) -> None:
 
 def _add_stage1(tsub) -> None:
     p = tsub.add_parser("stage1", help="Stage 1: flow-matching fine-tuning at the chunk geometry")
-    p.add_argument("--init", type=Path, required=True, help="SoulX-FlashTalk-14B-layout folder to start from")
+    p.add_argument("--init", type=Path, required=True, help=f"{MODEL_FOLDER}-layout folder to start from")
     p.add_argument("--lr", type=float)
     _add_run(p)
     p.set_defaults(run=run_stage1)

@@ -195,8 +195,9 @@ class LiveSession:
 
     def live_metrics(self) -> dict:
         """The governor's side of the metrics: profile in force and measured (recent) rtf."""
-        return {"profile": self.governor.profile if self.stream is not None else "",
-                "rtf": self.governor.rtf}
+        with self._cond:  # the worker feeds the governor under the same lock
+            return {"profile": self.governor.profile if self.stream is not None else "",
+                    "rtf": self.governor.rtf}
 
     # -- worker thread ---------------------------------------------------------------------------
     def _run(self) -> None:
@@ -316,7 +317,7 @@ class LiveSession:
             self._outbox_count += len(frames)
             self._trim_outbox()
             more = count == n or self.state is not SessionState.DRAINING
-        switch = self.governor.observe(elapsed)
+            switch = self.governor.observe(elapsed)
         if switch is not None and more:
             self._switch(switch)
         return more

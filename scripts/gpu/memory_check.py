@@ -31,6 +31,7 @@ from engine.backends.base import BackendOptions
 from engine.backends.flashtalk import FlashTalkBackend
 from engine.flashtalk.runtime.memory_plan import GIB
 from engine.flashtalk.runtime.offload import host_to_device_bytes_per_s
+from engine.flashtalk.weights.checkpoint_layout import MODEL_FOLDER
 from engine.protocol.messages import SessionSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,7 +134,7 @@ def run_one(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--model", type=Path, required=True, help="a make-tiny SoulX-FlashTalk-14B folder "
+    p.add_argument("--model", type=Path, required=True, help=f"a make-tiny {MODEL_FOLDER} folder "
                    "(its tokenizer; with --tiny its weights)")
     p.add_argument("--setups", default="bf16:none,bf16:auto:46,fp8:none,fp8:auto:22")
     p.add_argument("--chunks", default="2", help="timed chunks after the first: one number, or one per setup")

@@ -3,7 +3,7 @@
 Run on the device machine (full width 5120, 40 heads, ffn 13824; fewer layers so that teacher +
 critic + generator and two AdamW states fit one card; several layer counts give the per-layer
 slope, extrapolated to 40 layers):
-    python3 scripts/gpu/train_step.py --layers 2,4 --out $OUT/train_step.json
+    torchrun --standalone --nproc-per-node 1 scripts/gpu/train_step.py --layers 2,4 --out $OUT/train_step.json
 CPU check of the same code path (tiny config, 64x64, 13 frames):
     python3 scripts/gpu/train_step.py --tiny --device cpu --layers 1,2 --out /tmp/train_step.json
 Needs torch and diffusers (the DiT's base class); nothing else from the flashtalk extra (no av,
@@ -34,6 +34,8 @@ from engine.flashtalk.training.rollout import GeneratorSchedule  # noqa: E402
 from engine.flashtalk.training.train_config import DistillConfig  # noqa: E402
 
 FULL_LAYERS = 40
+# generator and critic: fp32 master + fp32 grad + AdamW's two fp32 moments; teacher: bf16 weights
+STATE_BYTES_PER_PARAM = 2 * 16 + 2
 CLIP_TOKENS, TEXT_LEN, AUDIO_WINDOW = 257, 512, 5
 TINY_SETTINGS = StreamSettings(height=64, width=64, frame_num=13, motion_frames=5)
 
@@ -127,15 +129,17 @@ def measure(layers: int, args, world, settings: StreamSettings, base: dict, prec
     forward_s, forward_gb = timed(forward, world.device, args.repeats)
     stage1_s, stage1_gb = timed(stage1, world.device, args.repeats)
     stage2_s, stage2_gb = timed(stage2, world.device, args.repeats)
+    state_gb = params * STATE_BYTES_PER_PARAM / 2**30
     result = {"layers": layers, "params_per_network": params, "generator_forward_s": forward_s,
               "stage1_step_s": stage1_s, "stage2_step_s": stage2_s, "peak_gb_forward": forward_gb,
-              "peak_gb_stage1": stage1_gb, "peak_gb_stage2": stage2_gb}
+              "peak_gb_stage1": stage1_gb, "peak_gb_stage2": stage2_gb, "state_gb": state_gb,
+              "activations_and_buffers_gb_stage2": stage2_gb - state_gb if stage2_gb else None}
     return result
 
 
 def extrapolate(runs: list[dict], key: str) -> float | None:
     """Linear in the layer count from the first and last run, evaluated at 40 layers."""
-    if len(runs) < 2:
+    if len(runs) < 2 or runs[0][key] is None:
         return None
     a, b = runs[0], runs[-1]
     slope = (b[key] - a[key]) / (b["layers"] - a["layers"])
@@ -164,7 +168,7 @@ def main() -> None:
         "runs": runs,
         "extrapolated_40_layers": {k: extrapolate(runs, k) for k in
                                    ("params_per_network", "generator_forward_s", "stage1_step_s", "stage2_step_s",
-                                    "peak_gb_stage2")},
+                                    "peak_gb_stage2", "activations_and_buffers_gb_stage2")},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

@@ -107,3 +107,34 @@ def test_a_machine_busier_than_measured_steps_down_while_running(backend, addres
 @pytest.fixture(scope="module")
 def portrait_bytes() -> bytes:
     return Path(ASSETS / "portrait.png").read_bytes()
+
+
+@pytest.mark.slow
+def test_render_at_realtime_pace_of_30_s_steps_down_and_stays_bounded(backend, tmp_path):
+    """The issue's target: 30 s of speech at 128x128 (about 0.15x real time at the top on 2 cores)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    speech = tmp_path / "speech30.wav"
+    subprocess.run(["sox", *[str(ASSETS / "speech.wav")] * 4, str(speech), "trim", "0", "30"], check=True)
+    model = backend.options.model_dir
+    out, metrics = tmp_path / "live.mp4", tmp_path / "live.json"
+    result = subprocess.run([sys.executable, "-m", "engine", "render", "--quiet", "--pace", "realtime",
+                             "--backend", "flashtalk", "--model", str(model), "--device", "cpu", "--size", "128x128",
+                             "--audio", str(speech), "--out", str(out), "--metrics-json", str(metrics)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(metrics.read_text())
+    live, chunks = report["live"], report["chunks"]
+    assert live["profiles"].index(live["start_profile"]) > 0  # stepped down from 128x128/4
+    # The bound from the session's own chunk times: one chunk's audio + its slowest chunk + 1 s.
+    bound = live["chunk_audio_s"] + max(c["chunk_total"] for c in chunks) / 1e3 + SLACK_S
+    assert live["latency_s"]["p95"] <= bound
+    seconds = [s["latency_s"] for s in live["per_second"] if s["latency_s"] is not None]
+    assert max(seconds[:-1]) <= bound  # flat over the session; the last chunk may also have waited
+    assert seconds[-1] <= bound + max(c["chunk_total"] for c in chunks) / 1e3  # for the one before it
+    engine = report["engine"]
+    assert engine["skipped_s"] == live["skipped_s"] and engine["dropped_frames"] == 0
+    assert report["frames"] + engine["skipped_frames"] == 750

@@ -82,6 +82,45 @@ def test_ranks_offloading_everything_stream_the_frames_of_ranks_that_do_not(mode
     np.testing.assert_array_equal(offloaded, plain)
 
 
+def _measure_and_switch(backend) -> np.ndarray:
+    """A timing-state measurement, then a stream that switches to a smaller size and fewer steps."""
+    from avkit.audio_decode import load_audio
+    from avkit.portrait_image import load_portrait
+    portrait = load_portrait(ROOT / "assets" / "portrait.png")
+    assert backend.measure_profile(portrait, SETTINGS, "112x80/4")["112x80/2"] > 0
+    speech = load_audio(ROOT / "assets" / "speech.wav")
+    stream = backend.open_stream(portrait, SETTINGS)
+    out = []
+    for i, profile in enumerate(["112x80/4", "96x64/2"]):
+        stream.use_profile(profile)
+        end = (i + 1) * stream.chunk_frames * 640
+        window = speech[max(0, end - stream.context_samples):end]
+        out.append(stream.generate(np.pad(window, (stream.context_samples - window.size, 0))).frames)
+    stream.close()
+    return np.stack(out)
+
+
+def _switching_rank(rank: int, world_size: int, model_dir: Path):
+    from engine.backends.flashtalk import FlashTalkBackend
+    backend = FlashTalkBackend(BackendOptions(model_dir=model_dir, device="cpu", gpus=world_size, precision="fp32"))
+    if rank != 0:
+        backend.follow()
+        return None
+    frames = _measure_and_switch(backend)
+    backend.close()
+    return frames
+
+
+def test_ranks_follow_measurements_and_profile_switches(model_dir):
+    """The followers mirror the timing state and the switch (new size, new steps): same frames."""
+    from engine.backends.flashtalk import FlashTalkBackend
+    one = _measure_and_switch(FlashTalkBackend(BackendOptions(model_dir=model_dir, device="cpu", precision="fp32")))
+    many = run_on_gloo_world(2, _switching_rank, model_dir, init=False)
+    assert many.shape == one.shape == (2, 20, 80, 112, 3)  # the output size stays the session's
+    diff = np.abs(many.astype(int) - one.astype(int))
+    assert diff.max() <= 1 and diff.mean() < 0.01, f"max {diff.max()}, mean {diff.mean():.4f}"
+
+
 def _hang_rank(rank: int, world_size: int) -> float | None:
     from engine.flashtalk.parallel.process_group import init_rank_world
     world = init_rank_world("cpu", timeout_s=2)

@@ -180,3 +180,15 @@ def test_one_measured_chunk_predicts_every_step_count_at_its_size(backend, portr
     known = backend.measure_profile(portrait, settings, "64x64/4")
     assert known["64x64/4"] > known["64x64/3"] > known["64x64/2"] > 0
     assert backend.known_chunk_seconds(settings) == known
+
+
+def test_the_ladder_keeps_the_aspect_on_the_grid_and_a_compiled_one_keeps_its_size():
+    from engine.flashtalk.pipeline.profiles import ladder
+    rungs = ladder(448, 768, 4)
+    assert [r.name for r in rungs] == ["448x768/4", "448x768/3", "448x768/2", "400x672/2", "336x576/2",
+                                       "288x480/2", "224x384/2", "224x384/1"]
+    for r in rungs:
+        assert r.width % 16 == 0 and r.height % 16 == 0
+        assert abs(r.width / r.height / (448 / 768) - 1) < 0.03
+    assert [r.name for r in ladder(448, 768, 4, one_size=True)] == ["448x768/4", "448x768/3", "448x768/2",
+                                                                    "448x768/1"]

@@ -7,6 +7,10 @@ smaller sizes, then the fewest steps at the smallest size.
 costs splits into a part per denoising step (the DiT) and a fixed part (audio features, VAE
 decode and encode, colour correction), so one measured chunk at a size predicts every step
 count at that size.
+
+A compiled pipeline (--compile) keeps one size: a new size means new graphs (minutes each, and
+today's inductor fails to lower the VAE's convolutions once it turns their sizes dynamic), while
+a step count changes no shape. Its ladder goes from the steps asked for down to 1 at that size.
 """
 from __future__ import annotations
 
@@ -51,8 +55,10 @@ def _grid_neighbours(value: float) -> set[int]:
     return {GRID * math.floor(value / GRID), GRID * math.ceil(value / GRID)}
 
 
-def ladder(width: int, height: int, steps: int) -> list[Rung]:
-    """The whole ladder, most work first."""
+def ladder(width: int, height: int, steps: int, one_size: bool = False) -> list[Rung]:
+    """The whole ladder, most work first; `one_size`: steps only (a compiled pipeline)."""
+    if one_size:
+        return [Rung(width, height, s) for s in range(steps, 0, -1)]
     sizes = ladder_sizes(width, height)
     floor = min(steps, FEWEST_STEPS_AT_TOP)
     rungs = [Rung(width, height, s) for s in range(steps, floor - 1, -1)]

@@ -185,11 +185,18 @@ def check_condition_widths(config: dict, widths: dict[str, int], model_dir: Path
 def rank_progress(sampler, rng: torch.Generator, world: TrainWorld) -> dict:
     """Every rank's data-sampler and noise-stream states, gathered for progress.json (collective)."""
     mine = {"sampler": sampler.state_dict(), "rng": rng.get_state().tolist()}
-    everyone = [mine]
-    if dist.is_initialized():
-        everyone = [None] * world.world_size
-        dist.all_gather_object(everyone, mine)
-    return {"ranks": everyone}
+    if not dist.is_initialized():
+        return {"ranks": [mine]}
+    # As JSON bytes in a tensor, not all_gather_object: nothing a rank receives is unpickled.
+    data = torch.tensor(list(json.dumps(mine).encode()), dtype=torch.uint8, device=world.device)
+    sizes = [torch.zeros(1, dtype=torch.int64, device=world.device) for _ in range(world.world_size)]
+    dist.all_gather(sizes, torch.tensor([data.numel()], dtype=torch.int64, device=world.device))
+    longest = int(max(size.item() for size in sizes))
+    padded = torch.zeros(longest, dtype=torch.uint8, device=world.device)
+    padded[:data.numel()] = data
+    gathered = [torch.zeros(longest, dtype=torch.uint8, device=world.device) for _ in range(world.world_size)]
+    dist.all_gather(gathered, padded)
+    return {"ranks": [json.loads(bytes(g[:int(n.item())].tolist()).decode()) for g, n in zip(gathered, sizes)]}
 
 
 def restore_rank_progress(progress: dict, sampler, rng: torch.Generator, world: TrainWorld) -> None:

@@ -79,6 +79,15 @@ class Evaluator:
         return self._in_batches(lambda b: generate_chunk(velocity_fn, b.conditions(0), b.first_motion(), shape,
                                                          self.schedule, rng)[1])
 
+    def reference_halves_fd(self) -> float:
+        """FD between the reference's first and second noise draws (half the samples each): what
+        "as good as the reference" looks like, biased upwards by the smaller sets."""
+        if self.config.fd_draws < 2:
+            raise ValueError("the reference needs fd_draws >= 2 to be split into two draws")
+        n = self.reference.shape[0] // self.config.fd_draws
+        return frechet_distance(pooled_frames(self.reference[:n], self.emitted, FD_POOL),
+                                pooled_frames(self.reference[n:2 * n], self.emitted, FD_POOL))
+
     def fd_to_reference(self, samples: torch.Tensor) -> float:
         return frechet_distance(pooled_frames(samples, self.emitted, FD_POOL),
                                 pooled_frames(self.reference, self.emitted, FD_POOL))
@@ -95,6 +104,13 @@ class Evaluator:
         latents = torch.cat(outputs)  # [K * B, 16, F, h, w], chunk-major
         rms = batch.audio_rms.cpu().transpose(0, 1).flatten(0, 1)  # [B, K, frames] -> [K * B, frames]
         return {"drift_per_chunk": drift, "lipsync": self.probe.correlation(latents, rms)}
+
+    def data_drift(self) -> list[float]:
+        """Per chunk, the held-out clips' own ground truth against the training data's statistics:
+        the distance a generator that never drifted would still show (other clips, other speech)."""
+        sessions = self.sessions.latents  # [B, K, 16, F, h, w]
+        return [ChannelStats.of(sessions[:, k], self.emitted).distance(self.data_stats)
+                for k in range(sessions.shape[1])]
 
     def data_lipsync(self) -> float:
         """The probe on the held-out clips' ground truth: the score a perfect generator would get."""

@@ -43,12 +43,12 @@ class ToyPlan:
 
     eval_share: float = 0.25  # the last quarter of the clips is held out for evaluation
     stage1: Stage1Config = field(default_factory=lambda: Stage1Config(
-        steps=1500, batch=16, lr=1e-3, first_chunk_share=0.1, checkpoint_every=500, log_every=25))
+        steps=1200, batch=8, lr=1e-3, first_chunk_share=0.1, checkpoint_every=600, log_every=25))
     distill: DistillConfig = field(default_factory=lambda: DistillConfig(
-        steps=150, batch=4, generator_lr=1e-4, critic_lr=2e-4, critic_steps=2, guidance=Guidance(3.0, 4.0),
-        checkpoint_every=150, log_every=10))
+        steps=100, batch=2, generator_lr=3e-5, critic_lr=1e-4, critic_steps=2, guidance=Guidance(3.0, 4.0),
+        checkpoint_every=100, log_every=10))
     rollout_chunks: tuple[int, ...] = (1, 3)
-    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(rollout_draws=1))
     threads: int = 1  # tiny ops gain little from a second thread, and spinning threads collapse on a busy CPU
     seed: int = 0
 
@@ -145,13 +145,15 @@ def evaluate_toy(cache: LatentCache, train_clips: list[int], eval_clips: list[in
     metrics = {"fd_feature_space": "VAE latents: each emitted latent frame average-pooled to 2x2 (64 dims)",
                "fd_reference": f"teacher, {plan.evaluation.reference_steps}-step CFG Euler sampler",
                "fd_data": evaluator.fd_to_reference(evaluator.chunks.latents[:, 0]),
+               "fd_reference_halves": evaluator.reference_halves_fd(),
                "fd_teacher_4step": evaluator.fd_to_reference(evaluator.teacher_samples(4)),
                "fd_teacher_4step_streaming_sampler": evaluator.fd_to_reference(
                    evaluator.streaming_samples(evaluator.teacher_velocity(), 0)),
                "fd_generator_init": evaluator.fd_to_reference(  # the student before Stage 2: no CFG
                    evaluator.streaming_samples(evaluator.velocity(teacher), 0)),
                "lipsync_data": evaluator.data_lipsync()}
-    sessions = {"teacher_4step": evaluator.session_rollout(evaluator.teacher_velocity(), 1)}
+    sessions = {"data": {"drift_per_chunk": evaluator.data_drift(), "lipsync": metrics["lipsync_data"]},
+                "teacher_4step": evaluator.session_rollout(evaluator.teacher_velocity(), 1)}
     for k, student_dir in student_dirs.items():
         student = load_dit(student_dir, device, torch.float32)
         velocity = evaluator.velocity(student)

@@ -170,6 +170,7 @@ def validate_dit(model_dir: Path) -> dict:
     takes minutes to describe.
     """
     model_dir = Path(model_dir)
+    dit_config(model_dir)  # config.json first: an empty or foreign folder is named by its first missing file
     headers: dict[Path, dict[str, TensorInfo]] = {}
     for shard, indexed in dit_shard_files(model_dir).items():
         header = headers[shard] = read_safetensors_header(shard)
