@@ -52,6 +52,7 @@ SHORTCUTS = {  # action name -> (what it does, key sequence), shown in the menus
     "quit": ("Quit", "Ctrl+Q"),
 }
 INITIAL_SIZE = (1280, 720)
+INITIAL_GRAPHS_HEIGHT = 300  # px: the preview gets the rest (it can shrink when problems crowd the window)
 STATUS_MESSAGE_MS = 8000
 TROUBLESHOOTING = Path(__file__).resolve().parents[1] / "docs" / "troubleshooting.md"
 
@@ -283,6 +284,8 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(s.window_geometry)
         if not s.window_state.isEmpty():
             self.restoreState(s.window_state)
+        else:
+            self.resizeDocks([self.docks["graphs"]], [INITIAL_GRAPHS_HEIGHT], Qt.Vertical)
         self.engine.set_options(s.engine)
         m.link.set_options(s.engine)
         m.set_recent(s.recent_portraits)

@@ -260,6 +260,11 @@ class AudioSourcesModel(QObject):
 
 
 def _sentence(line: str) -> str:
-    """A one-line error as a sentence for the problems panel."""
+    """A one-line error as a sentence for the problems panel; one that starts with a file's name
+    keeps the name as it is spelled ("empty.wav is empty", not "Empty.wav")."""
     line = line.strip()
-    return (line[:1].upper() + line[1:]).rstrip(".") + "." if line else line
+    if not line:
+        return line
+    first = line.split(maxsplit=1)[0].rstrip(":,;")
+    starts_with_name = "." in first or "/" in first
+    return (line if starts_with_name else line[:1].upper() + line[1:]).rstrip(".") + "."

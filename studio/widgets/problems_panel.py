@@ -1,5 +1,7 @@
 """The problems that wait for the user, above the preview: what happened in plain words, what to
-do, and each fix command in a box with its own Copy button. Hidden while there is none."""
+do, and each fix command in a box with its own Copy button. Hidden while there is none. Several
+at once scroll within a bounded height (the newest on top), so they cannot push the window past
+a laptop screen."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
@@ -10,6 +12,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -18,6 +21,7 @@ from PySide6.QtWidgets import (
 from studio.session.problems_model import Problem
 
 PANEL_STYLE = "#problems { border: 1px solid #d9534f; border-radius: 4px; background: rgba(217, 83, 79, 30); }"
+MAX_HEIGHT = 120  # px: one problem with two commands (112 px in the default font); more problems scroll
 
 
 class ProblemCard(QWidget):
@@ -73,10 +77,33 @@ class ProblemsPanel(QFrame):
         self.setObjectName("problems")
         self.setStyleSheet(PANEL_STYLE)
         self.cards: list[ProblemCard] = []
-        self._layout = QVBoxLayout(self)
-        self._layout.setContentsMargins(2, 2, 2, 2)
+        self._cards = QWidget()
+        self._cards.setObjectName("problem-cards")
+        self._cards.setStyleSheet("#problem-cards { background: transparent; }")
+        self._layout = QVBoxLayout(self._cards)
+        self._layout.setContentsMargins(0, 0, 0, 0)
         self._layout.setSpacing(2)
+        self.scroll = QScrollArea(widgetResizable=True, frameShape=QFrame.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.scroll.setWidget(self._cards)
+        self.scroll.viewport().setAutoFillBackground(False)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(2, 2, 2, 2)
+        outer.addWidget(self.scroll)
         self.setVisible(False)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        """As tall as the cards at this width, up to MAX_HEIGHT (then they scroll)."""
+        width = self.scroll.viewport().width() or self.width()
+        layout = self._layout
+        wanted = layout.heightForWidth(width) if layout.hasHeightForWidth() else layout.sizeHint().height()
+        height = min(max(wanted, 0), MAX_HEIGHT)
+        if self.scroll.height() != height:
+            self.scroll.setFixedHeight(height)
 
     def show_problems(self, problems: list[Problem]) -> None:
         for card in self.cards:
@@ -84,9 +111,10 @@ class ProblemsPanel(QFrame):
             card.setParent(None)  # gone from the screen now, not at the next idle moment
             card.deleteLater()
         self.cards = []
-        for problem in problems:
+        for problem in reversed(problems):  # the newest on top: in view even when older ones scroll
             card = ProblemCard(problem)
             card.dismissed.connect(self.dismissed)
             self._layout.addWidget(card)
             self.cards.append(card)
         self.setVisible(bool(problems))
+        self._fit()

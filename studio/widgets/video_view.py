@@ -8,12 +8,13 @@ from PySide6.QtGui import QColor, QImage, QPainter
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 OVERLAY_MARGIN = 12
+MIN_SIZE = (256, 144)  # px: on a 720-pixel screen with a problem showing, the graphs keep their room too
 
 
 class VideoView(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.setMinimumSize(240, 240)
+        self.setMinimumSize(*MIN_SIZE)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         self.setAttribute(Qt.WA_OpaquePaintEvent)
         self._image: QImage | None = None

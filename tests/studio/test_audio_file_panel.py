@@ -76,7 +76,7 @@ def test_a_failed_load_clears_the_old_file_and_says_why_in_words(studio, qtbot, 
     assert sources.file.phase == "failed" and sources.file_path is None
     assert not panel.play_button.isEnabled() and panel.position.text() == "0:00 / 0:00"
     assert panel.file_label.text().startswith("✗ empty.wav cannot be played")
-    assert problems.get("audio_file").text == "Empty.wav is empty (0 bytes): choose another audio file."
+    assert problems.get("audio_file").text == "empty.wav is empty (0 bytes): choose another audio file."
     assert [card.problem.key for card in studio.problems.cards] == ["audio_file"]
     sources.play_file()  # Play has nothing left to play: the old file is gone
     assert not sources.current_status().file_playing

@@ -3,7 +3,7 @@ buttons with REC / LIVE lamps, a folder for recordings, a question before quitti
 problems with copyable fixes, a layout that fits 1280x720, menus, and the panels' details."""
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPointF, Qt
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from avkit.mp4_writer import probe_mp4
@@ -70,6 +70,20 @@ def test_virtual_camera_button_lamp_and_a_problem_with_copyable_commands(studio,
     qtbot.mouseClick(controls.camera_button, Qt.LeftButton)
 
 
+def _graphs_whole_and_readable(graphs) -> None:
+    """Every plot shows its whole time axis (0 = now at its right edge, inside its view), room for a
+    curve, and its legend below it uncovered."""
+    for plot in graphs._plots:
+        view, item = plot.widget, plot.widget.getPlotItem()
+        assert item.sceneBoundingRect().width() <= view.viewport().width() + 1, plot.spec.title
+        now = item.getViewBox().mapViewToScene(QPointF(0.0, 0.0))
+        assert 0 < now.x() <= view.viewport().width() + 1, plot.spec.title
+        assert item.getViewBox().sceneBoundingRect().height() >= 50, plot.spec.title
+        assert plot.legend.geometry().top() >= view.geometry().bottom(), plot.spec.title
+        assert plot.legend.height() >= plot.legend.heightForWidth(plot.legend.width()), plot.spec.title
+        assert plot.title.toolTip() == plot.spec.title  # cut with "…" where narrow, whole in the tooltip
+
+
 def test_the_window_fits_a_laptop_screen_with_everything_usable(studio, qtbot):
     hint = studio.minimumSizeHint()
     assert hint.width() <= LAPTOP[0] and hint.height() <= LAPTOP[1], hint
@@ -86,6 +100,7 @@ def test_the_window_fits_a_laptop_screen_with_everything_usable(studio, qtbot):
         assert widget.width() >= least.width() and widget.height() >= least.height()
     assert studio.graphs.height() >= 200 and studio.graphs.width() >= 500  # readable, under the preview
     assert studio.video.height() >= 240
+    _graphs_whole_and_readable(studio.graphs)
     for key, value in (("backend", "fake"), ("width", 160), ("height", 120)):
         studio.store.setValue(f"virtual_camera/{key}", value)
     studio.engine.set_options(EngineOptions(backend="flashtalk"))
@@ -98,12 +113,26 @@ def test_the_window_fits_a_laptop_screen_with_everything_usable(studio, qtbot):
     assert engine.isVisible() and engine.visibleRegion().boundingRect().size() == engine.size()
     studio.toggle_recording()
     studio.toggle_virtual_camera()
+    # crowded: two problems (the newest on top, older ones scroll) and the live row's warning
+    studio.store.setValue("virtual_camera/backend", "v4l2loopback")  # this machine has no such device
+    studio.toggle_virtual_camera()
+    studio.live_status.show_refusal("quality 'best' is not offered by this engine")
+    qtbot.waitUntil(lambda: studio.live_status.warning.isVisible(), timeout=2_000)
+    qtbot.wait(50)
+    assert [card.problem.key for card in studio.problems.cards] == ["virtual_camera", "engine"]
+    assert (studio.width(), studio.height()) == LAPTOP and studio.minimumSizeHint().height() <= LAPTOP[1]
+    first = studio.problems.cards[0]
+    assert first.visibleRegion().boundingRect().size() == first.size()  # the newest is whole, in view
+    assert studio.problems.scroll.verticalScrollBar().maximum() > 0  # the older one is a scroll away
+    assert studio.video.height() >= 144 and studio.controls.start_button.isVisible()
+    _graphs_whole_and_readable(studio.graphs)
     graphs_dock = studio.docks["graphs"]
     toggle = graphs_dock.toggleViewAction()
     assert toggle in next(a.menu() for a in studio.menuBar().actions() if a.text() == "&View").actions()
+    video_before = studio.video.height()
     toggle.trigger()  # a panel collapses, and the preview takes its room
     qtbot.waitUntil(lambda: not graphs_dock.isVisible(), timeout=2_000)
-    qtbot.waitUntil(lambda: studio.video.height() >= 450, timeout=2_000)
+    qtbot.waitUntil(lambda: studio.video.height() >= video_before + 200, timeout=2_000)
     toggle.trigger()
 
 

@@ -86,7 +86,7 @@ def test_a_stalled_engine_is_skipped_to_live_audio_and_frames_together(studio, q
     assert playout.stats.skipped_s > 0 and playout.schedule.skipped > 0
     assert "skipped" in studio.summary.text()
     assert any("to stay live" in n for n in notices)
-    qtbot.waitUntil(lambda: "skipped 0.0 s" not in studio.live_status.numbers.text(), timeout=5_000)
+    qtbot.waitUntil(lambda: "skipped 0.0 s" not in studio.live_status.numbers.full_text, timeout=5_000)
     assert studio.live_status.warning.isVisible() and "skipped" in studio.live_status.warning.text()
     assert playout.schedule.waiting() <= (latency.skip_over_s + latency.keep_s) * 25  # memory stays flat
 
