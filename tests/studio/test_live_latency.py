@@ -18,7 +18,7 @@ import pytest
 
 from avkit.mp4_writer import probe_mp4
 from studio.live_latency import LiveLatency
-from tests.conftest import wait_for
+from tests.conftest import engine_children, wait_for
 
 from .conftest import ASSETS, ROOT, write_wav
 from .test_cli import ENV
@@ -137,7 +137,7 @@ def cpu_hog():
 
 def _engine_child(studio: subprocess.Popen) -> psutil.Process:
     def find():
-        kids = [p for p in psutil.Process(studio.pid).children() if p.cmdline()[1:3] == ["-m", "engine"]]
+        kids = engine_children(studio.pid)
         return kids[0] if kids else None
     return wait_for(find, timeout=60)
 
