@@ -75,3 +75,16 @@ def process_alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def engine_children(pid: int) -> list[psutil.Process]:
+    """The `python -m engine` children of process `pid` (a studio). Short-lived helpers it runs
+    (device listings, espeak-ng) may have ended, or be zombies nobody reaped yet: not engines."""
+    found = []
+    for child in psutil.Process(pid).children():
+        try:
+            if child.cmdline()[1:3] == ["-m", "engine"]:
+                found.append(child)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            pass
+    return found

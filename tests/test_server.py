@@ -1,6 +1,7 @@
 """A real `flashtalk serve` process and real clients over the socket."""
 from __future__ import annotations
 
+import io
 import os
 import signal
 import stat
@@ -11,10 +12,21 @@ import numpy as np
 import psutil
 import pytest
 import zmq
+from PIL import Image
 
 from engine.protocol import EngineClient, EngineError, SessionSettings, read_token, token_path
 from engine.protocol.codec import decode, encode
-from engine.protocol.messages import Audio, Error, Event, Frames, Heartbeat, Hello, Metrics
+from engine.protocol.messages import (
+    Audio,
+    CheckPortrait,
+    Error,
+    Event,
+    Frames,
+    Heartbeat,
+    Hello,
+    Metrics,
+    PortraitChecked,
+)
 
 
 def run_file_session(client: EngineClient, portrait: bytes, audio: np.ndarray, size=128,
@@ -286,3 +298,32 @@ def test_second_engine_on_a_live_socket_is_refused(engine):
     from tests.conftest import EngineProcess
     with pytest.raises(RuntimeError, match="already serving"):
         EngineProcess(engine.address)
+
+
+def test_a_portrait_check_answers_while_the_live_session_goes_on(engine, portrait_bytes):
+    """check_portrait is answered (yes with the face, no with the reason) and the open live
+    session keeps sending frames meanwhile: choosing a portrait that turns out unusable must not
+    end the avatar that works."""
+    buf = io.BytesIO()
+    Image.fromarray(np.full((240, 320, 3), 128, np.uint8)).save(buf, format="PNG")
+    with EngineClient(engine.address) as client:
+        opened = client.open_session(portrait_bytes, SessionSettings(width=128, height=128))
+        for request, portrait in ((1, buf.getvalue()), (2, portrait_bytes), (3, b"not an image")):
+            client.send(CheckPortrait(request=request, portrait=portrait))
+        answers, frames_after_asking = {}, 0
+        deadline = time.monotonic() + 30
+        while (len(answers) < 3 or frames_after_asking < 5) and time.monotonic() < deadline:
+            client.send_audio(np.zeros(640, np.float32), 16000)
+            msg = client.recv(0.05)
+            if isinstance(msg, PortraitChecked):
+                answers[msg.request] = msg
+            elif isinstance(msg, Frames) and msg.session == opened.session:
+                frames_after_asking += 1
+            elif isinstance(msg, Error):
+                raise AssertionError(msg.message)
+        assert frames_after_asking >= 5 and client.session is not None  # the session never stopped
+    faceless, good, garbage = answers[1], answers[2], answers[3]
+    assert not faceless.ok and faceless.code == "bad_portrait" and "no face found" in faceless.message
+    assert "in this 320x240 picture a face must be at least 40 pixels wide" in faceless.message
+    assert good.ok and (good.width, good.height) == (512, 512) and len(good.face_box) == 4
+    assert not garbage.ok and "not a PNG, JPEG or WebP image" in garbage.message

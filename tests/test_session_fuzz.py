@@ -43,6 +43,7 @@ from hypothesis.stateful import (
 from engine.protocol import EngineClient, SessionSettings, read_token
 from engine.protocol.codec import ProtocolError, decode, encode
 from engine.protocol.messages import (
+    PROTOCOL_VERSION,
     Audio,
     CloseSession,
     EndOfAudio,
@@ -249,7 +250,7 @@ class SessionMachine(RuleBasedStateMachine):
     @rule(i=st.integers(0, 1), variant=st.sampled_from(["good", "good", "wrong_token", "wrong_version", "both"]))
     def hello(self, i: int, variant: str = "good") -> None:
         p = self.peer(i)
-        p.send(Hello(version=99 if variant in ("wrong_version", "both") else 1,
+        p.send(Hello(version=99 if variant in ("wrong_version", "both") else PROTOCOL_VERSION,
                      token="guessed" if variant in ("wrong_token", "both") else self.token, client="fuzz"))
         if variant == "good":
             self.expect(p, Welcome)

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from avkit.timeline import FPS, SAMPLE_RATE
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: check_portrait / portrait_checked
 
 # Upper bounds a peer enforces before decoding anything (bytes).
 MAX_HEADER_BYTES = 64 * 1024
@@ -86,6 +86,16 @@ class OpenSession(Message):
 
 
 @dataclass
+class CheckPortrait(Message):
+    """Would this portrait make a session? Answered by `portrait_checked`; an open session goes on."""
+
+    TYPE: ClassVar[str] = "check_portrait"
+    BLOBS: ClassVar[tuple[str, ...]] = ("portrait",)
+    request: int = 0  # echoed in the answer
+    portrait: bytes = b""
+
+
+@dataclass
 class Audio(Message):
     """A block of audio: float32 interleaved PCM at any rate/channel count, with capture time."""
 
@@ -147,6 +157,18 @@ class SessionOpened(Message):
 
 
 @dataclass
+class PortraitChecked(Message):
+    TYPE: ClassVar[str] = "portrait_checked"
+    request: int = 0
+    ok: bool = False
+    code: str = ""  # why not (as `error` codes: "bad_portrait"), "" when ok
+    message: str = ""  # one line a person can act on, "" when ok
+    width: int = 0  # the portrait's size in pixels
+    height: int = 0
+    face_box: list = field(default_factory=list)  # [x0, y0, x1, y1] where the backend found the face, or []
+
+
+@dataclass
 class Frames(Message):
     """`count` RGB24 frames starting at session frame `first_frame`, plus the audio they show.
 
@@ -198,8 +220,8 @@ class HeartbeatAck(Message):
 
 
 ALL_MESSAGES: tuple[type[Message], ...] = (
-    Hello, OpenSession, Audio, EndOfAudio, CloseSession, Heartbeat,
-    Welcome, SessionOpened, Frames, Metrics, Event, Error, HeartbeatAck,
+    Hello, OpenSession, CheckPortrait, Audio, EndOfAudio, CloseSession, Heartbeat,
+    Welcome, SessionOpened, PortraitChecked, Frames, Metrics, Event, Error, HeartbeatAck,
 )
 MESSAGE_TYPES: dict[str, type[Message]] = {cls.TYPE: cls for cls in ALL_MESSAGES}
 

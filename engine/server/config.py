@@ -20,3 +20,4 @@ class ServerConfig:
     allow_remote: bool = False  # tcp on a non-loopback interface
     limits: SessionLimits = field(default_factory=SessionLimits)
     progress_interval_s: float = 1.0  # a session being prepared reports its stage this often
+    max_pending_checks: int = 4  # portrait checks waiting for the checker thread; more are answered busy

@@ -14,8 +14,9 @@ import zmq
 from avkit.timeline import Timeline
 from engine.backends import create_backend
 from engine.backends.base import Backend
-from engine.protocol.messages import Error, Heartbeat, HeartbeatAck, Message, Welcome
+from engine.protocol.messages import CheckPortrait, Error, Heartbeat, HeartbeatAck, Message, Welcome
 from engine.server.config import ServerConfig
+from engine.server.portrait_checks import PortraitChecks
 from engine.server.session_loop import SESSION_MESSAGES, SessionLoop
 from engine.server.transport import Transport
 
@@ -33,6 +34,7 @@ class EngineServer:
         self.transport = Transport(config, context or zmq.Context.instance(), welcome=self._welcome,
                                    on_departed=self._on_departed, keep=self._owns_session)
         self.sessions = SessionLoop(self.backend, self.timeline, config, self.transport)
+        self.portrait_checks = PortraitChecks(self.backend, self.transport, config.max_pending_checks)
 
     @property
     def counters(self) -> dict[str, int]:
@@ -50,11 +52,13 @@ class EngineServer:
                     self._dispatch(ident, msg)
             self.transport.update_connections()
             self.transport.flush()
+            self.portrait_checks.answer()
             self.sessions.service()
         self.shutdown()
 
     def shutdown(self) -> None:
         self.sessions.end("engine shutting down", wait=None)
+        self.portrait_checks.close()
         self.transport.close()
         self.backend.close()
 
@@ -62,6 +66,8 @@ class EngineServer:
     def _dispatch(self, ident: bytes, msg: Message) -> None:
         if isinstance(msg, Heartbeat):
             self.transport.send(ident, HeartbeatAck(nonce=msg.nonce, session=msg.session))
+        elif isinstance(msg, CheckPortrait):
+            self.portrait_checks.submit(ident, msg)
         elif isinstance(msg, SESSION_MESSAGES):
             self.sessions.handle(ident, msg)
         else:
