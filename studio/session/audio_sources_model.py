@@ -24,7 +24,7 @@ from studio.session.devices_model import InputChoice
 from studio.session.problems_model import Problem, ProblemsModel
 
 SOURCES = ("microphone", "file", "speech")
-SOURCE_NAMES = {"": "nothing yet", "microphone": "the microphone", "file": "the audio file", "speech": "text to speech"}
+SOURCE_NAMES = {"": "nothing", "microphone": "the microphone", "file": "the audio file", "speech": "text to speech"}
 FILE_PHASES = ("none", "opening", "ready", "failed")
 POLL_MS = 50  # file position and microphone level
 
@@ -165,6 +165,9 @@ class AudioSourcesModel(QObject):
     def _set_file(self, state: FileState) -> None:
         self.file = state
         self.file_changed.emit(state)
+        if state.phase != "ready" and self.source == "file":  # nothing of the file can play now
+            self.source = ""
+            self.on_air_changed.emit("")
 
     def play_file(self) -> None:
         if not self._file.loaded:

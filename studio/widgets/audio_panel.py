@@ -234,7 +234,7 @@ class AudioPanel(QWidget):
         self.file_label.setToolTip(state.error or state.path)
         self.file_label.setStyleSheet(ERROR_STYLE if state.phase == "failed" else "")
         self.file_label.setText({"none": "no file", "opening": f"opening {name}…", "ready": name,
-                                 "failed": f"✗ {name} cannot be played (the problem above the preview says why)"}
+                                 "failed": f"✗ {name} cannot be played"}
                                 [state.phase])
         self.position.setText(f"0:00 / {clock_text(self._duration) if ready else '0:00'}")
 

@@ -69,13 +69,17 @@ def test_a_failed_load_clears_the_old_file_and_says_why_in_words(studio, qtbot, 
     sources.load_file(short_speech)
     _wait_ready(studio, qtbot, short_speech)
     assert panel.play_button.isEnabled() and panel.position.text() == "0:00 / 0:02"
+    sources.play_file()
+    assert sources.source == "file" and "the audio file" in panel.on_air.text()
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
     sources.load_file(empty)
     _wait_ready(studio, qtbot, empty)
     assert sources.file.phase == "failed" and sources.file_path is None
     assert not panel.play_button.isEnabled() and panel.position.text() == "0:00 / 0:00"
-    assert panel.file_label.text().startswith("✗ empty.wav cannot be played")
+    assert panel.file_label.text() == "✗ empty.wav cannot be played"
+    assert "empty (0 bytes)" in panel.file_label.toolTip()
+    assert sources.source == "" and "nothing" in panel.on_air.text()  # nothing of the file is on air
     assert problems.get("audio_file").text == "empty.wav is empty (0 bytes): choose another audio file."
     assert [card.problem.key for card in studio.problems.cards] == ["audio_file"]
     sources.play_file()  # Play has nothing left to play: the old file is gone
