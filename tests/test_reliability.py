@@ -184,11 +184,14 @@ def test_sigkilled_engine_leaves_client_waiting_and_a_new_engine_takes_the_socke
     first.proc.wait(10)
     while (msg := client.recv(2)) is not None:  # what was already in flight, then silence
         assert isinstance(msg, (Frames, Metrics, Event))
-    client.close()
     assert Path(address[len("ipc://"):]).exists()  # a SIGKILLed engine cannot clean up
     second = EngineProcess(address)  # probes the stale socket, finds nobody, takes it over
     try:
         assert read_token(address) != old_token
+        with pytest.raises(EngineError) as info:  # ZeroMQ reconnects it: the new engine refuses its token
+            for _ in range(60):
+                client.recv(1)
+        assert info.value.code == "auth" and "restarted" in str(info.value)
         with pytest.raises(EngineError) as info:  # the restarted engine's handshake refuses it at once
             EngineClient(address, token=old_token).connect(timeout=60)
         assert info.value.code == "auth" and "restarted" in str(info.value)
