@@ -87,6 +87,21 @@ def test_wrong_or_no_token_gets_no_connection_and_wrong_version_is_refused(engin
     peer.close()
 
 
+def test_a_client_says_so_at_once_when_the_engine_takes_no_token_in_its_handshake(tmp_path):
+    """A protocol 1 engine (a ROUTER with the NULL mechanism) stands in: our PLAIN handshake fails
+    and the client says the engine is an older release, instead of waiting for its timeout."""
+    old = zmq.Context.instance().socket(zmq.ROUTER)
+    old.setsockopt(zmq.LINGER, 0)
+    address = f"ipc://{tmp_path}/old.sock"
+    old.bind(address)
+    try:
+        with pytest.raises(EngineError) as info:
+            EngineClient(address, token="some-token").connect(timeout=60)
+    finally:
+        old.close()
+    assert info.value.code == "version" and "older release" in str(info.value) and "\n" not in str(info.value)
+
+
 def test_messages_before_hello_and_malformed_ones_get_errors_and_do_not_wedge(engine, portrait_bytes, speech):
     peer = RawDealer(engine.address)
     for parts in ([b"\xc1garbage"], [msgpack.packb({"type": "audio"}), b"x", b"y"],
