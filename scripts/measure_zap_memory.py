@@ -1,15 +1,13 @@
-"""How much memory a peer without the token can make the engine hold, today and with ZAP PLAIN.
+"""How much memory a peer can make the engine hold before it says hello: without the token, with
+a wrong one, with the token.
 
 Issue 17, item 2: ZeroMQ assembles a whole multipart message before the engine sees any of it,
-and MAXMSGSIZE bounds each part only, so a peer that never says hello can still make the engine
-hold [header] + 40 parts of 32 MiB - 1 (1.25 GiB) while it arrives. Authentication in ZeroMQ's
-own handshake (ZAP, PLAIN mechanism, password = the token) would refuse such a peer before it
-sends a byte of any message. This script sends that probe (then one of 20 parts, 640 MiB) to:
-
-  engine   a real `python -m engine serve --backend puppet` (peak and settled RSS);
-  zap      a ROUTER with the engine's socket options behind a PLAIN ZAP handler, from a peer with
-           no credentials, a wrong password and the right one (the last may fill memory: it
-           holds the token).
+and MAXMSGSIZE bounds each part only, so a peer could make the engine hold [header] + 40 parts of
+32 MiB - 1 (1.25 GiB) while it arrived. Since protocol 2 the token is the password of ZeroMQ's
+PLAIN handshake (engine.protocol.handshake): a peer without it gets no connection, so it cannot
+send a byte of any message. This script sends that probe (then one of 20 parts, 640 MiB) to a
+real `python -m engine serve --backend puppet`, as a peer with no credentials, a wrong password
+and the token (the last one is refused too, by the whole-message bound, after it has arrived).
 
     PYTHONPATH=$PWD python scripts/measure_zap_memory.py
 
@@ -28,31 +26,11 @@ import msgpack
 import psutil
 import zmq
 
-from engine.protocol.messages import MAX_INBOUND_MESSAGE_BYTES
+from engine.protocol.address import read_token
+from engine.protocol.handshake import present_token
 
 PART = 32 * 2**20 - 1  # each part just under the per-part limit
 PROBES = (40, 20)  # parts per message: 1.25 GiB, then 640 MiB
-USER = b"flashtalk"
-
-ZAP_ROUTER = """
-import sys, zmq
-from zmq.auth.thread import ThreadAuthenticator
-address, token, max_bytes = sys.argv[1], sys.argv[2], int(sys.argv[3])
-ctx = zmq.Context()
-auth = ThreadAuthenticator(ctx)
-auth.start()
-auth.configure_plain(domain="flashtalk", passwords={"flashtalk": token})
-sock = ctx.socket(zmq.ROUTER)
-sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
-sock.setsockopt(zmq.RCVHWM, 1000)
-sock.plain_server = True
-sock.zap_domain = b"flashtalk"
-sock.bind(address)
-print("ready", flush=True)
-while True:
-    frames = sock.recv_multipart(copy=False)
-    sock.send_multipart([frames[0], b"%d parts" % (len(frames) - 1)])
-"""
 
 
 class PeakRss:
@@ -81,12 +59,12 @@ class PeakRss:
         self._thread.join()
 
 
-def probe(address: str, password: bytes | None) -> list[str]:
+def probe(address: str, password: str | None) -> list[str]:
     """Send the two messages before any hello; what came back for each."""
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     if password is not None:
-        sock.plain_username, sock.plain_password = USER, password
+        present_token(sock, password)
     sock.connect(address)
     answers = []
     for parts in PROBES:
@@ -96,12 +74,12 @@ def probe(address: str, password: bytes | None) -> list[str]:
         except zmq.Again:
             answers.append("not sent (no connection)")
             continue
-        answers.append("a reply" if sock.poll(60_000) and sock.recv_multipart() else "nothing")
+        answers.append("a reply" if sock.poll(20_000) and sock.recv_multipart() else "nothing")
     sock.close(0)
     return answers
 
 
-def measure(label: str, proc: subprocess.Popen, address: str, password: bytes | None) -> None:
+def measure(label: str, proc: subprocess.Popen, address: str, password: str | None) -> None:
     with PeakRss(proc.pid) as rss:
         base = rss.now()
         answers = probe(address, password)
@@ -126,19 +104,12 @@ def main() -> int:
         engine = started([sys.executable, "-m", "engine", "serve", "--backend", "puppet", "--socket", address],
                          "ready ")
         try:
-            measure("engine, no hello", engine, address, None)
+            for label, password in (("engine, no credentials", None), ("engine, wrong token", "guessed"),
+                                    ("engine, the token", read_token(address))):
+                measure(label, engine, address, password)
         finally:
             engine.terminate()
             engine.wait(10)
-        token = "not-the-engine-token-" + Path(tmp).name
-        zap = started([sys.executable, "-c", ZAP_ROUTER, address, token, str(MAX_INBOUND_MESSAGE_BYTES)], "ready")
-        try:
-            for label, password in (("zap, no credentials", None), ("zap, wrong password", b"guess"),
-                                    ("zap, the token as password", token.encode())):
-                measure(label, zap, address, password)
-        finally:
-            zap.kill()
-            zap.wait()
     return 0
 
 

@@ -152,12 +152,16 @@ def check_owned_socket(path: Path) -> bool:
 
 # -- the token -------------------------------------------------------------------------------------
 
-def write_token(address: str) -> tuple[str, Path]:
-    """Create a fresh token file (0600, created exclusively with that mode, then moved in place);
-    on any failure nothing of it is left behind."""
+def new_token() -> str:
+    """A fresh secret for one engine's lifetime (made before it binds: its handshake checks it)."""
+    return secrets.token_urlsafe(32)
+
+
+def write_token(address: str, token: str) -> Path:
+    """Write `token` to the address's token file (0600, created exclusively with that mode, then
+    moved in place); on any failure nothing of it is left behind."""
     path = token_path(address)
     prepare_engine_folder(path.parent)
-    token = secrets.token_urlsafe(32)
     # A name nobody can guess: a stale file (a crashed engine that had our pid) or a link planted
     # there never collides with it, and O_EXCL | O_NOFOLLOW would refuse one anyway.
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
@@ -169,7 +173,7 @@ def write_token(address: str) -> tuple[str, Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return token, path
+    return path
 
 
 def read_token(address: str, token_file: str | Path | None = None) -> str:

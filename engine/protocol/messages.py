@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from avkit.timeline import FPS, SAMPLE_RATE
 
-PROTOCOL_VERSION = 2  # 2: check_portrait / portrait_checked
+PROTOCOL_VERSION = 3  # 2: check_portrait / portrait_checked; 3: the token is in ZeroMQ's handshake (PLAIN)
 
 # Upper bounds a peer enforces before decoding anything (bytes).
 MAX_HEADER_BYTES = 64 * 1024
@@ -73,7 +73,6 @@ class SessionSettings:
 class Hello(Message):
     TYPE: ClassVar[str] = "hello"
     version: int = PROTOCOL_VERSION
-    token: str = ""
     client: str = ""
 
 

@@ -1,6 +1,6 @@
 """The engine's socket server: a transport and one live session, driven by a single thread.
 
-The thread polls the socket, lets the transport admit each message (size, authentication), acts on
+The thread polls the socket, lets the transport admit each message (size, hello), acts on
 what it admits (heartbeats here, session messages in the session loop), then flushes queued
 replies and services the session. Nothing it does waits on the GPU or on a slow client.
 """
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import threading
-
-import zmq
 
 from avkit.timeline import Timeline
 from engine.backends import create_backend
@@ -25,14 +23,13 @@ BURST = 64  # messages taken in one go before the session is serviced
 
 
 class EngineServer:
-    def __init__(self, config: ServerConfig, backend: Backend | None = None,
-                 context: zmq.Context | None = None):
+    def __init__(self, config: ServerConfig, backend: Backend | None = None):
         self.config = config
         self.timeline = Timeline()
         self.backend = backend or create_backend(config.backend, config.backend_options)
         self.stop_event = threading.Event()
-        self.transport = Transport(config, context or zmq.Context.instance(), welcome=self._welcome,
-                                   on_departed=self._on_departed, keep=self._owns_session)
+        self.transport = Transport(config, welcome=self._welcome, on_departed=self._on_departed,
+                                   keep=self._owns_session)
         self.sessions = SessionLoop(self.backend, self.timeline, config, self.transport)
         self.portrait_checks = PortraitChecks(self.backend, self.transport, config.max_pending_checks)
 
