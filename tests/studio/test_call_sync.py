@@ -87,7 +87,9 @@ def test_virtual_camera_sends_the_frame_being_heard(studio, qtbot, short_speech,
     backend_skips = [model.outputs.virtual_camera.frames_skipped]
     model.outputs.stop_virtual_camera()
     sends = [(t, idx, p) for t, idx, p in _sent_indexes(backend, log) if p[0] >= 0]
-    assert len(sends) >= 60, f"only {len(sends)} new frames reached the camera in 4 s"
+    # enough frames to judge by; how many of the 100 the camera thread gets to send depends on the
+    # machine's load (51 on a saturated 2-core machine), which frame it sends does not
+    assert len(sends) >= 30, f"only {len(sends)} new frames reached the camera in 4 s"
     unmatched = [t for t, idx, _ in sends if not idx]
     assert not unmatched, f"{len(unmatched)} camera frames are no frame of the session"
     ambiguous = sum(len(idx) > 1 for _, idx, _ in sends)
