@@ -86,6 +86,7 @@ def _seconds(text: str) -> float:
 
 def _apply_args(window, args: argparse.Namespace) -> None:
     """Preload what the command line (or the last run) asks for and start the engine."""
+    from avkit.portrait_image import PortraitImageError, load_portrait
     from studio.outputs.recorder import Recorder
 
     model, options = window.model, window.model.link.options
@@ -114,8 +115,13 @@ def _apply_args(window, args: argparse.Namespace) -> None:
         portrait = None  # the last run's portrait was moved or deleted
     if args.quit_when_done and portrait is None:  # nothing would ever play: say so instead of waiting
         raise ValueError("--quit-when-done needs a portrait: pass --portrait IMG")
-    if portrait is not None and not model.set_portrait(portrait) and args.quit_when_done:
-        raise ValueError(f"--portrait {portrait}: {model.portrait_problem}")
+    if portrait is not None and args.quit_when_done:  # a script gets the one-line reason at once
+        try:
+            load_portrait(portrait)
+        except PortraitImageError as exc:
+            raise ValueError(f"--portrait {portrait}: {exc}") from None
+    if portrait is not None:
+        model.set_portrait(portrait)
     if args.audio_file:
         model.sources.load_file_now(args.audio_file)
         model.sources.select("file")

@@ -96,6 +96,15 @@ class SessionStats:
         self.target_s, self.profile, self.engine_warning = target_s, profile, ""
         self._rtfs.clear()
 
+    def break_lines(self, now: float) -> None:
+        """A row of NaN at monotonic time `now`: the graphs leave a gap there instead of drawing a
+        straight line across the time without a session (the session model calls it as the next
+        session opens)."""
+        if len(self.frames):
+            self.frames.push(now - self.t0)
+            self.chunks.push(now - self.t0)
+        self._shown_times.clear()
+
     def output_fps(self, now: float) -> float:
         times = self._shown_times
         while times and now - times[0] > 1.0:

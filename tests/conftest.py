@@ -10,6 +10,11 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from engine.protocol.address import read_token
+from engine.protocol.handshake import present_token
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -75,3 +80,47 @@ def process_alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def engine_children(pid: int) -> list[psutil.Process]:
+    """The `python -m engine` children of process `pid` (a studio). Short-lived helpers it runs
+    (device listings, espeak-ng) may have ended, or be zombies nobody reaped yet: not engines."""
+    found = []
+    for child in psutil.Process(pid).children():
+        try:
+            if child.cmdline()[1:3] == ["-m", "engine"]:
+                found.append(child)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            pass
+    return found
+
+
+HANDSHAKE_OUTCOMES = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                      | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+
+class RawDealer:
+    """A hand-driven DEALER with the engine's token (`token=True`), none (None) or a given one,
+    that watches its own handshakes: `handshake()` is how the first one ended."""
+
+    def __init__(self, address: str, token: str | bool | None = True, ident: bytes | None = None,
+                 rcvhwm: int | None = None):
+        self.sock = zmq.Context.instance().socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        if ident is not None:
+            self.sock.setsockopt(zmq.IDENTITY, ident)
+        if rcvhwm is not None:
+            self.sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        if token is not None:
+            present_token(self.sock, read_token(address) if token is True else token)
+        self._monitor = self.sock.get_monitor_socket(HANDSHAKE_OUTCOMES)
+        self.sock.connect(address)
+
+    def handshake(self, timeout: float = 10.0) -> zmq.Event:
+        assert self._monitor.poll(int(timeout * 1000)), "no handshake at all"
+        return zmq.Event(recv_monitor_message(self._monitor)["event"])
+
+    def close(self) -> None:
+        self.sock.disable_monitor()
+        self._monitor.close(0)
+        self.sock.close(0)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from avkit.audio_decode import AudioFileError, load_audio
+from avkit.audio_decode import AudioFileError, AudioFileReader, load_audio
 from avkit.mp4_writer import Mp4Writer, probe_mp4, read_mp4_audio
 from avkit.portrait_image import PortraitImageError, load_portrait
 from avkit.resample import StreamResampler, to_mono
@@ -68,6 +68,44 @@ def test_bad_audio_files_get_one_line_errors(tmp_path):
     _encode(long_file, "pcm_f32le", 8000, 1, seconds=3.0)
     with pytest.raises(AudioFileError, match="longer than"):
         load_audio(long_file, max_seconds=1.0)
+
+
+def test_empty_and_garbage_audio_files_say_what_is_wrong_without_ffmpegs_errno(tmp_path):
+    (tmp_path / "zero.wav").write_bytes(b"")
+    with pytest.raises(AudioFileError, match=r"zero.wav is empty \(0 bytes\)"):
+        load_audio(tmp_path / "zero.wav")
+    (tmp_path / "noise.wav").write_bytes(np.random.default_rng(0).integers(0, 256, 5000, np.uint8).tobytes())
+    with pytest.raises(AudioFileError) as info:
+        load_audio(tmp_path / "noise.wav")
+    assert "not an audio file, or it is damaged" in str(info.value) and "Errno" not in str(info.value)
+
+
+def test_reader_holds_one_frame_at_most_and_seeks_to_the_sample(tmp_path):
+    """A long file read block by block: the reader never holds more than a decoded frame beyond
+    the block asked for, whatever the file's length; a seek lands on the exact sample."""
+    path = tmp_path / "long.wav"
+    rate, seconds = 44100, 120.0
+    t = np.arange(int(rate * seconds)) / rate
+    marker = (np.sin(2 * np.pi * 440 * t) * np.minimum(1.0, t / seconds)).astype(np.float32)  # rising amplitude
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2), w.setsampwidth(2), w.setframerate(rate)
+        w.writeframes((np.repeat(marker[:, None], 2, axis=1) * 32767).astype("<i2").tobytes())
+    with AudioFileReader(path) as reader:
+        assert abs(reader.duration_s - seconds) < 1e-3
+        most, total = 0, 0
+        while (block := reader.read(320)).size:
+            total += block.size
+            most = max(most, reader.held_samples)
+        assert abs(total - 16000 * seconds) <= 64
+        assert most < 16000 // 4  # one decoded frame (a few thousand samples at most), not the file
+        whole = load_audio(path)
+        for at in (95.25, 3.0, 0.0):
+            reader.seek(at)
+            start = round(at * 16000)
+            assert reader.position == start
+            got = reader.read(1600)
+            # to the sample; the resampler starts afresh there, so its first few samples settle
+            np.testing.assert_allclose(got[32:], whole[start + 32:start + 1600], atol=0.01)
 
 
 def test_stream_resampler_is_continuous_across_blocks_and_sanitizes():

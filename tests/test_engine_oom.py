@@ -94,9 +94,10 @@ def test_out_of_memory_while_preparing_ends_that_session_and_the_engine_keeps_se
     pid = flashtalk_engine.proc.pid
     cap_memory(pid, address_space(pid) + 2 * 2**30)  # 2 GiB more than the warm engine maps
     try:
-        # 8192x8192 needs gigabytes for its reference frame and conditioning video
+        # 2048x2048 needs gigabytes to encode its conditioning video (and its chunks still fit one
+        # frames message: a larger size is refused before anything is allocated)
         with EngineClient(flashtalk_engine.address) as client, pytest.raises(EngineError) as info:
-            client.open_session(portrait_bytes, SessionSettings(width=8192, height=8192, mode="file"))
+            client.open_session(portrait_bytes, SessionSettings(width=2048, height=2048, mode="file"))
         assert_clear_oom(info.value.code, str(info.value))
         assert re.search(r"\(\d+\.\d [MG]iB could not be allocated\)", str(info.value)), str(info.value)
         assert flashtalk_engine.proc.poll() is None

@@ -29,6 +29,7 @@ from engine.protocol import (
     token_path,
 )
 from engine.protocol.codec import decode, encode
+from engine.protocol.handshake import present_token
 from engine.protocol.messages import (
     MAX_AUDIO_BLOCK_BYTES,
     Audio,
@@ -45,7 +46,7 @@ from engine.protocol.messages import (
     OpenSession,
     settings_to_dict,
 )
-from tests.conftest import ROOT, EngineProcess, process_alive, wait_for
+from tests.conftest import ROOT, EngineProcess, RawDealer, process_alive, wait_for
 
 SPF = 640  # samples per frame: 16 kHz / 25 fps
 BLOCK = 8000  # 0.5 s blocks
@@ -183,13 +184,17 @@ def test_sigkilled_engine_leaves_client_waiting_and_a_new_engine_takes_the_socke
     first.proc.wait(10)
     while (msg := client.recv(2)) is not None:  # what was already in flight, then silence
         assert isinstance(msg, (Frames, Metrics, Event))
-    client.close()
     assert Path(address[len("ipc://"):]).exists()  # a SIGKILLed engine cannot clean up
     second = EngineProcess(address)  # probes the stale socket, finds nobody, takes it over
     try:
         assert read_token(address) != old_token
-        with pytest.raises(EngineError):
-            EngineClient(address, token=old_token).connect(timeout=5)
+        with pytest.raises(EngineError) as info:  # ZeroMQ reconnects it: the new engine refuses its token
+            for _ in range(60):
+                client.recv(1)
+        assert info.value.code == "auth" and "restarted" in str(info.value)
+        with pytest.raises(EngineError) as info:  # the restarted engine's handshake refuses it at once
+            EngineClient(address, token=old_token).connect(timeout=60)
+        assert info.value.code == "auth" and "restarted" in str(info.value)
         assert short_file_session(address, portrait_bytes) == 26
     finally:
         assert second.stop() == 0
@@ -250,9 +255,10 @@ class RawPeer:
     def __init__(self, address: str, token: str):
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        present_token(self.sock, token)
         self.sock.connect(address)
         self.frames = 0  # frames seen so far, also those skipped while waiting for something else
-        self.send_raw(Hello(token=token, client="raw"), seq=1)
+        self.send_raw(Hello(client="raw"), seq=1)
         assert self.reply().TYPE == "welcome"
 
     def send_raw(self, msg: Message, seq: int) -> None:
@@ -340,27 +346,26 @@ def free_tcp_port() -> int:
         return s.getsockname()[1]
 
 
-def test_tcp_on_loopback_works_with_the_token_and_wrong_token_gets_no_frames(portrait_bytes, tmp_path,
-                                                                           monkeypatch):
+def test_tcp_on_loopback_works_with_the_token_and_a_wrong_token_gets_no_connection(portrait_bytes, tmp_path,
+                                                                                  monkeypatch):
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # the engine inherits it: tokens stay here
     address = f"tcp://127.0.0.1:{free_tcp_port()}"
     engine = EngineProcess(address)
     try:
         assert str(token_path(address)).startswith(str(tmp_path))
         assert short_file_session(address, portrait_bytes) == 26
-        intruder = zmq.Context.instance().socket(zmq.DEALER)
-        intruder.setsockopt(zmq.LINGER, 0)
-        intruder.connect(address)
-        intruder.send_multipart(encode(Hello(token="guessed")))
         pcm = PatternAudio(1).slice(0, 16000).tobytes()
-        intruder.send_multipart(encode(OpenSession(portrait=portrait_bytes, settings={"mode": "file"})))
-        intruder.send_multipart(encode(Audio(pcm=pcm)))
-        intruder.send_multipart(encode(EndOfAudio()))
-        replies = []
-        while intruder.poll(3000):
-            replies.append(decode(intruder.recv_multipart()))
-        intruder.close(0)
-        assert len(replies) == 4 and all(isinstance(r, Error) and r.code == "auth" for r in replies)
+        for token in ("guessed", None):  # a wrong token, none at all: ZeroMQ's handshake refuses both
+            intruder = RawDealer(address, token=token)
+            for msg in (Hello(client="intruder"), OpenSession(portrait=portrait_bytes, settings={"mode": "file"}),
+                        Audio(pcm=pcm), EndOfAudio()):
+                intruder.sock.send_multipart(encode(msg))
+            assert intruder.handshake() != zmq.EVENT_HANDSHAKE_SUCCEEDED
+            assert not intruder.sock.poll(1000)  # no reply, no frames: nothing of it was read
+            intruder.close()
+        with pytest.raises(EngineError) as info:
+            EngineClient(address, token="guessed").connect(timeout=60)
+        assert info.value.code == "auth" and "did not accept our token" in str(info.value)
         assert short_file_session(address, portrait_bytes) == 26  # and the engine was not disturbed
     finally:
         assert engine.stop() == 0

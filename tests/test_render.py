@@ -147,9 +147,12 @@ def test_interrupted_render_leaves_no_file(tmp_path):
     long_audio = tmp_path / "long.wav"
     subprocess.run(["sox", str(ASSETS / "speech.wav"), str(long_audio), "repeat", "20"], check=True)
     out = tmp_path / "o.mp4"
+    # A shell's background job (a CI step, `pytest &`) inherits SIGINT ignored: Ctrl+C's default
+    # comes back for the render, as in a terminal.
     proc = subprocess.Popen([sys.executable, "-m", "engine", "render", "--quiet", "--audio",
                              str(long_audio), "--out", str(out)], cwd=ROOT,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob("o.partial-*")):  # interrupt once it is really writing
         assert proc.poll() is None and time.monotonic() < deadline

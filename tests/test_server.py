@@ -1,6 +1,7 @@
 """A real `flashtalk serve` process and real clients over the socket."""
 from __future__ import annotations
 
+import io
 import os
 import signal
 import stat
@@ -11,10 +12,22 @@ import numpy as np
 import psutil
 import pytest
 import zmq
+from PIL import Image
 
-from engine.protocol import EngineClient, EngineError, SessionSettings, read_token, token_path
+from engine.protocol import EngineClient, EngineError, SessionSettings, token_path
 from engine.protocol.codec import decode, encode
-from engine.protocol.messages import Audio, Error, Event, Frames, Heartbeat, Hello, Metrics
+from engine.protocol.messages import (
+    Audio,
+    CheckPortrait,
+    Error,
+    Event,
+    Frames,
+    Heartbeat,
+    Hello,
+    Metrics,
+    PortraitChecked,
+)
+from tests.conftest import RawDealer
 
 
 def run_file_session(client: EngineClient, portrait: bytes, audio: np.ndarray, size=128,
@@ -65,52 +78,68 @@ def test_two_sessions_in_a_row_and_busy_error(engine, portrait_bytes, speech):
         assert sum(f.count for f in frames) == 13
 
 
-def test_wrong_token_and_wrong_version_are_refused(engine):
+def test_wrong_or_no_token_gets_no_connection_and_wrong_version_is_refused(engine):
+    """The token is checked in ZeroMQ's handshake: a peer without it gets no connection at all, and
+    our client says why at once (it would otherwise wait the whole timeout for a welcome)."""
     with pytest.raises(EngineError) as info:
-        EngineClient(engine.address, token="not-the-token").connect(timeout=5)
-    assert info.value.code == "auth" and "token" in str(info.value)
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(engine.address)
-    sock.send_multipart(encode(Hello(version=99, token="x")))
-    assert sock.poll(5000)
-    reply = decode(sock.recv_multipart())
-    assert isinstance(reply, Error) and reply.code == "version" and "99" in reply.message
-    sock.close()
+        EngineClient(engine.address, token="not-the-token").connect(timeout=60)
+    assert info.value.code == "auth" and "did not accept our token" in str(info.value)
+    assert "\n" not in str(info.value)
+    for token in (None, "not-the-token"):  # no credentials at all (an old client), a wrong one
+        peer = RawDealer(engine.address, token=token)
+        peer.sock.send_multipart(encode(Hello(client="raw")))
+        assert peer.handshake() != zmq.EVENT_HANDSHAKE_SUCCEEDED  # refused in the handshake
+        assert not peer.sock.poll(500)  # nothing ever comes back
+        peer.close()
+    peer = RawDealer(engine.address)  # the token, but another protocol version
+    peer.sock.send_multipart(encode(Hello(version=99)))
+    assert peer.sock.poll(5000)
+    reply = decode(peer.sock.recv_multipart())
+    assert isinstance(reply, Error) and reply.code == "version" and "99" in reply.message and reply.fatal
+    peer.close()
 
 
-def test_unauthenticated_and_malformed_messages_get_errors_and_do_not_wedge(engine, portrait_bytes, speech):
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(engine.address)
+def test_a_client_says_so_at_once_when_the_engine_takes_no_token_in_its_handshake(tmp_path):
+    """A protocol 1 engine (a ROUTER with the NULL mechanism) stands in: our PLAIN handshake fails
+    and the client says the engine is an older release, instead of waiting for its timeout."""
+    old = zmq.Context.instance().socket(zmq.ROUTER)
+    old.setsockopt(zmq.LINGER, 0)
+    address = f"ipc://{tmp_path}/old.sock"
+    old.bind(address)
+    try:
+        with pytest.raises(EngineError) as info:
+            EngineClient(address, token="some-token").connect(timeout=60)
+    finally:
+        old.close()
+    assert info.value.code == "version" and "older release" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_messages_before_hello_and_malformed_ones_get_errors_and_do_not_wedge(engine, portrait_bytes, speech):
+    peer = RawDealer(engine.address)
     for parts in ([b"\xc1garbage"], [msgpack.packb({"type": "audio"}), b"x", b"y"],
-                  [msgpack.packb({"type": "open_session", "settings": {}}), b"png"]):
-        sock.send_multipart(parts)
-        assert sock.poll(5000)
-        reply = decode(sock.recv_multipart())
-        assert isinstance(reply, Error) and reply.code in ("protocol", "auth")
-    sock.close()
+                  [msgpack.packb({"type": "open_session", "settings": {}}), b"png"], encode(Heartbeat())):
+        peer.sock.send_multipart(parts)
+        assert peer.sock.poll(5000)
+        reply = decode(peer.sock.recv_multipart())
+        assert isinstance(reply, Error) and reply.code == "protocol"
+    peer.close()
     with EngineClient(engine.address) as client:  # the engine still serves real clients
         frames, metrics = run_file_session(client, portrait_bytes, speech[:6400])
-    assert sum(f.count for f in frames) == 10 and metrics["malformed"] >= 2
+    assert sum(f.count for f in frames) == 10 and metrics["malformed"] >= 4
 
 
 def test_metrics_report_refused_clients_and_dropped_replies(engine, portrait_bytes):
-    """The engine's own counters reach the session's owner: refused hellos and token-less messages
-    (`unauthenticated`), and replies it dropped for a client that never read them (`replies_dropped`)."""
-    stranger = zmq.Context.instance().socket(zmq.DEALER)
-    stranger.setsockopt(zmq.LINGER, 0)
-    stranger.connect(engine.address)
-    for msg in (Heartbeat(), Hello(token="guessed")):
-        stranger.send_multipart(encode(msg))
-        assert stranger.poll(5000) and decode(stranger.recv_multipart()).code == "auth"
-    stranger.close()
-    deaf = zmq.Context.instance().socket(zmq.DEALER)  # authenticated, then it never reads again
-    deaf.setsockopt(zmq.LINGER, 0)
-    deaf.setsockopt(zmq.RCVHWM, 1)
-    deaf.connect(engine.address)
-    deaf.send_multipart(encode(Hello(token=read_token(engine.address))))
+    """The engine's own counters reach the session's owner: connections refused in the handshake
+    (`unauthenticated`), nothing of what they sent (`malformed` stays 0), and replies it dropped
+    for a client that never read them (`replies_dropped`)."""
+    for token in (None, "guessed"):
+        stranger = RawDealer(engine.address, token=token)
+        stranger.sock.send_multipart([b"\xc1garbage"])  # would count as malformed, were it read
+        assert stranger.handshake() != zmq.EVENT_HANDSHAKE_SUCCEEDED
+        stranger.close()
+    deaf_peer = RawDealer(engine.address, rcvhwm=1)  # says hello, then it never reads again
+    deaf = deaf_peer.sock
+    deaf.send_multipart(encode(Hello()))
     assert deaf.poll(5000) and decode(deaf.recv_multipart()).TYPE == "welcome"
     for _ in range(20_000):  # acks it never reads: far more than the socket and its reply queue hold
         deaf.send_multipart(encode(Heartbeat()))
@@ -125,7 +154,7 @@ def test_metrics_report_refused_clients_and_dropped_replies(engine, portrait_byt
                 metrics = msg.values
                 deaf.send_multipart(encode(Heartbeat()))  # still there, still not reading
         client.close_session()
-    deaf.close()
+    deaf_peer.close()
     assert metrics["malformed"] == 0
 
 
@@ -286,3 +315,32 @@ def test_second_engine_on_a_live_socket_is_refused(engine):
     from tests.conftest import EngineProcess
     with pytest.raises(RuntimeError, match="already serving"):
         EngineProcess(engine.address)
+
+
+def test_a_portrait_check_answers_while_the_live_session_goes_on(engine, portrait_bytes):
+    """check_portrait is answered (yes with the face, no with the reason) and the open live
+    session keeps sending frames meanwhile: choosing a portrait that turns out unusable must not
+    end the avatar that works."""
+    buf = io.BytesIO()
+    Image.fromarray(np.full((240, 320, 3), 128, np.uint8)).save(buf, format="PNG")
+    with EngineClient(engine.address) as client:
+        opened = client.open_session(portrait_bytes, SessionSettings(width=128, height=128))
+        for request, portrait in ((1, buf.getvalue()), (2, portrait_bytes), (3, b"not an image")):
+            client.send(CheckPortrait(request=request, portrait=portrait))
+        answers, frames_after_asking = {}, 0
+        deadline = time.monotonic() + 30
+        while (len(answers) < 3 or frames_after_asking < 5) and time.monotonic() < deadline:
+            client.send_audio(np.zeros(640, np.float32), 16000)
+            msg = client.recv(0.05)
+            if isinstance(msg, PortraitChecked):
+                answers[msg.request] = msg
+            elif isinstance(msg, Frames) and msg.session == opened.session:
+                frames_after_asking += 1
+            elif isinstance(msg, Error):
+                raise AssertionError(msg.message)
+        assert frames_after_asking >= 5 and client.session is not None  # the session never stopped
+    faceless, good, garbage = answers[1], answers[2], answers[3]
+    assert not faceless.ok and faceless.code == "bad_portrait" and "no face found" in faceless.message
+    assert "in this 320x240 picture a face must be at least 40 pixels wide" in faceless.message
+    assert good.ok and (good.width, good.height) == (512, 512) and len(good.face_box) == 4
+    assert not garbage.ok and "not a PNG, JPEG or WebP image" in garbage.message

@@ -172,6 +172,15 @@ class Backend(ABC):
         """(profile, chunk frames) -> measured seconds per chunk, for this engine's lifetime."""
         return self.__dict__.setdefault("_measured_chunk_seconds", {})
 
+    def check_portrait(self, portrait: np.ndarray) -> tuple[int, int, int, int] | None:
+        """Would `portrait` (uint8 RGB [H, W, 3]) make a session? Raises PortraitError with one line
+        when not; returns the face box (x0, y0, x1, y1) where the backend looks for one, else None.
+
+        Runs on the server's checker thread while a session may be live: it must not touch the
+        session's state. Backends that take any image keep this default.
+        """
+        return None
+
     warms_up_by_default = False  # `serve` warms up before `ready` unless told otherwise
     gpus = 0  # GPUs a session computes on (the engine's welcome reports it)
 

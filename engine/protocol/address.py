@@ -152,17 +152,28 @@ def check_owned_socket(path: Path) -> bool:
 
 # -- the token -------------------------------------------------------------------------------------
 
-def write_token(address: str) -> tuple[str, Path]:
-    """Create a fresh token file (0600, created exclusively with that mode, then moved in place)."""
+def new_token() -> str:
+    """A fresh secret for one engine's lifetime (made before it binds: its handshake checks it)."""
+    return secrets.token_urlsafe(32)
+
+
+def write_token(address: str, token: str) -> Path:
+    """Write `token` to the address's token file (0600, created exclusively with that mode, then
+    moved in place); on any failure nothing of it is left behind."""
     path = token_path(address)
     prepare_engine_folder(path.parent)
-    token = secrets.token_urlsafe(32)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    # A name nobody can guess: a stale file (a crashed engine that had our pid) or a link planted
+    # there never collides with it, and O_EXCL | O_NOFOLLOW would refuse one anyway.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), TOKEN_FILE_MODE)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(token + "\n")
-    os.replace(tmp, path)
-    return token, path
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token + "\n")  # a full disk fails here (at close): the half-made file goes
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def read_token(address: str, token_file: str | Path | None = None) -> str:

@@ -7,9 +7,12 @@ the thread that made it.
 Sending never blocks: what the socket cannot take at once waits in a small queue of our own,
 sent as the engine reads; an engine that takes nothing for SEND_DEADLINE_S (stopped, hung) is
 reported lost (EngineError "engine_lost") by the next send or recv, so a caller's own checks keep
-running. Before the token goes out, the socket file must be ours (engine.protocol.address), and
-every message over a local socket must come from a process of our own user: another user who
-listens at the path gets neither the token nor the portrait and the voice.
+running. The token goes in ZeroMQ's handshake (engine.protocol.handshake): an engine that refuses
+it closes the connection without a word, so the socket's monitor tells us, and we say so at once
+(EngineError "auth") instead of waiting for a welcome that cannot come. Before the token goes
+out, the socket file must be ours (engine.protocol.address), and every message over a local socket
+must come from a process of our own user: another user who listens at the path gets neither the
+token nor the portrait and the voice.
 """
 from __future__ import annotations
 
@@ -23,8 +26,16 @@ from collections.abc import Callable
 import numpy as np
 import zmq
 
-from engine.protocol.address import UntrustedPath, check_engine_folder, check_owned_socket, ipc_path, read_token
+from engine.protocol.address import (
+    UntrustedPath,
+    check_engine_folder,
+    check_owned_socket,
+    ipc_path,
+    read_token,
+    token_path,
+)
 from engine.protocol.codec import ProtocolError, decode, encode
+from engine.protocol.handshake import HandshakeWatch, present_token
 from engine.protocol.messages import (
     PROTOCOL_VERSION,
     Audio,
@@ -70,9 +81,13 @@ class EngineClient:
                  rcvhwm: int = 64):
         self.address = address
         self.token = token if token is not None else read_token(address, token_file)
+        self.token_source = ("token given by the caller" if token is not None
+                             else f"token read from {token_file or token_path(address)}")
         self.client_name = client_name
         self._ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket | None = None
+        self._handshake: HandshakeWatch | None = None
+        self._poller: zmq.Poller | None = None
         self._seq = itertools.count(1)
         self._rcvhwm = rcvhwm
         self.welcome: Welcome | None = None
@@ -91,14 +106,22 @@ class EngineClient:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
         sock.setsockopt(zmq.IDENTITY, _routing_id(self.client_name))
+        present_token(sock, self.token)
+        self._handshake = HandshakeWatch(sock, self.address, self.token_source)
+        self._poller = zmq.Poller()
+        self._poller.register(sock, zmq.POLLIN)
+        self._poller.register(self._handshake.monitor, zmq.POLLIN)
         sock.connect(self.address)
         self._sock = sock
-        self.send(Hello(version=PROTOCOL_VERSION, token=self.token, client=self.client_name))
+        self.send(Hello(version=PROTOCOL_VERSION, client=self.client_name))
         reply = self._expect((Welcome,), timeout, what="the engine's welcome")
         self.welcome = reply
         return reply
 
     def close(self) -> None:
+        if self._handshake is not None:
+            self._handshake.close()
+            self._handshake = self._poller = None
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
@@ -198,12 +221,30 @@ class EngineClient:
             left = HEARTBEAT_S if deadline is None else min(HEARTBEAT_S, deadline - time.monotonic())
             if self._unsent:  # wake up as soon as the socket takes more, or to check the deadline
                 left = min(left, 0.05)
-            if self._sock.poll(max(0, int(left * 1000))):
+            ready = dict(self._poller.poll(max(0, int(left * 1000))))
+            if self._handshake.monitor in ready:
+                self._check_handshake()
+            if self._sock in ready:
                 frames = self._sock.recv_multipart(copy=False)
                 self._check_engine_user(frames[0])
                 return decode([frame.bytes for frame in frames])
             if deadline is not None and time.monotonic() >= deadline:
                 return None
+
+    def _check_handshake(self) -> None:
+        """The engine refused our token (now, or after a reconnect to an engine that restarted)."""
+        refusal = self._handshake.refusal()
+        if refusal is not None:
+            self.close()
+            raise EngineError(*refusal)
+
+    def _silence_hint(self) -> str:
+        self._check_handshake()  # a refusal that came in at the last moment is the better answer
+        if not self._handshake.connected:
+            return "nothing accepted a connection there: is the engine running?"
+        if not self._handshake.succeeded:
+            return "the handshake never finished: is the engine hung, or is that not a flashtalk engine?"
+        return "is the engine running?"
 
     def _check_engine_user(self, frame: zmq.Frame) -> None:
         """Over a local socket the kernel names the sender's user: it must be ours."""
@@ -226,7 +267,7 @@ class EngineClient:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise EngineError("timeout", f"no word from the engine for {timeout:.0f} s while waiting "
-                                  f"for {what} at {self.address}: is the engine running?")
+                                  f"for {what} at {self.address}: {self._silence_hint()}")
             try:
                 msg = self.recv(left)
             except ProtocolError as exc:

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from avkit.timeline import FPS, SAMPLE_RATE
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 3  # 2: check_portrait / portrait_checked; 3: the token is in ZeroMQ's handshake (PLAIN)
 
 # Upper bounds a peer enforces before decoding anything (bytes).
 MAX_HEADER_BYTES = 64 * 1024
@@ -21,6 +21,13 @@ MAX_AUDIO_BLOCK_BYTES = 8 * 1024 * 1024
 MAX_FRAMES_BYTES = 512 * 1024 * 1024
 MAX_INBOUND_MESSAGE_BYTES = MAX_PORTRAIT_BYTES + MAX_HEADER_BYTES  # what the server accepts
 MAX_PROMPT_CHARS = 4096  # even in 4-byte UTF-8 well inside the header; the text encoder reads far less
+
+
+def frames_per_message(width: int, height: int, samples_per_frame: int) -> int:
+    """The most frames of this size one Frames message may carry: its RGB24 pixels and its float32
+    audio each within MAX_FRAMES_BYTES (a peer refuses more). A session's chunk must fit."""
+    return min(MAX_FRAMES_BYTES // (width * height * 3), MAX_FRAMES_BYTES // (samples_per_frame * 4))
+
 
 # Session quality (SessionSettings.quality): besides these two, the name of one of the session's
 # profiles (SessionOpened.profiles) fixes that profile.
@@ -66,7 +73,6 @@ class SessionSettings:
 class Hello(Message):
     TYPE: ClassVar[str] = "hello"
     version: int = PROTOCOL_VERSION
-    token: str = ""
     client: str = ""
 
 
@@ -76,6 +82,16 @@ class OpenSession(Message):
     BLOBS: ClassVar[tuple[str, ...]] = ("portrait",)
     portrait: bytes = b""
     settings: dict = field(default_factory=dict)  # SessionSettings as a dict (see settings_from_dict)
+
+
+@dataclass
+class CheckPortrait(Message):
+    """Would this portrait make a session? Answered by `portrait_checked`; an open session goes on."""
+
+    TYPE: ClassVar[str] = "check_portrait"
+    BLOBS: ClassVar[tuple[str, ...]] = ("portrait",)
+    request: int = 0  # echoed in the answer
+    portrait: bytes = b""
 
 
 @dataclass
@@ -140,6 +156,18 @@ class SessionOpened(Message):
 
 
 @dataclass
+class PortraitChecked(Message):
+    TYPE: ClassVar[str] = "portrait_checked"
+    request: int = 0
+    ok: bool = False
+    code: str = ""  # why not (as `error` codes: "bad_portrait"), "" when ok
+    message: str = ""  # one line a person can act on, "" when ok
+    width: int = 0  # the portrait's size in pixels
+    height: int = 0
+    face_box: list = field(default_factory=list)  # [x0, y0, x1, y1] where the backend found the face, or []
+
+
+@dataclass
 class Frames(Message):
     """`count` RGB24 frames starting at session frame `first_frame`, plus the audio they show.
 
@@ -191,8 +219,8 @@ class HeartbeatAck(Message):
 
 
 ALL_MESSAGES: tuple[type[Message], ...] = (
-    Hello, OpenSession, Audio, EndOfAudio, CloseSession, Heartbeat,
-    Welcome, SessionOpened, Frames, Metrics, Event, Error, HeartbeatAck,
+    Hello, OpenSession, CheckPortrait, Audio, EndOfAudio, CloseSession, Heartbeat,
+    Welcome, SessionOpened, PortraitChecked, Frames, Metrics, Event, Error, HeartbeatAck,
 )
 MESSAGE_TYPES: dict[str, type[Message]] = {cls.TYPE: cls for cls in ALL_MESSAGES}
 

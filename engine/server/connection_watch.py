@@ -1,4 +1,4 @@
-"""Which connection each message came in on, so authentication can belong to the connection.
+"""Which connection each message came in on, so a hello (and a session) belongs to the connection.
 
 A client picks its own routing id, and a later connection may reuse it: the id alone proves
 nothing. libzmq's socket monitor reports every accepted and every closed connection by its file
@@ -9,6 +9,9 @@ Ordering: libzmq reports a connection closed before it closes the descriptor, an
 accepted before it reads anything from it. So once a message has been received, draining the
 monitor brings in every event that happened before it: a message is never credited to a
 connection that had already closed. The monitor never drops an event (libzmq waits for room).
+
+It also counts the connections refused in the handshake (no or wrong token): libzmq accepts them,
+refuses them and closes them without handing over a message.
 """
 from __future__ import annotations
 
@@ -17,7 +20,9 @@ import itertools
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-WATCHED_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+REFUSED_EVENTS = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                  | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+WATCHED_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | REFUSED_EVENTS
 
 
 class ConnectionWatch:
@@ -26,6 +31,7 @@ class ConnectionWatch:
         self._monitor = sock.get_monitor_socket(WATCHED_EVENTS)  # before bind: sees every connection
         self._open: dict[int, int] = {}  # descriptor -> connection number
         self._numbers = itertools.count(1)
+        self.refused = 0  # connections refused in the handshake so far
 
     def update(self) -> list[int]:
         """Take in what the monitor reported; the numbers of the connections that closed."""
@@ -35,10 +41,12 @@ class ConnectionWatch:
                 event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return closed
-            fd = event["value"]
-            if event["event"] == zmq.EVENT_ACCEPTED:
-                self._open[fd] = next(self._numbers)
-            elif (number := self._open.pop(fd, None)) is not None:
+            kind, value = event["event"], event["value"]  # a descriptor, or why a handshake failed
+            if kind & REFUSED_EVENTS:
+                self.refused += 1
+            elif kind == zmq.EVENT_ACCEPTED:
+                self._open[value] = next(self._numbers)
+            elif (number := self._open.pop(value, None)) is not None:
                 closed.append(number)
 
     def connection_of(self, frame: zmq.Frame) -> int | None:

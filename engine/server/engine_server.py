@@ -1,6 +1,6 @@
 """The engine's socket server: a transport and one live session, driven by a single thread.
 
-The thread polls the socket, lets the transport admit each message (size, authentication), acts on
+The thread polls the socket, lets the transport admit each message (size, hello), acts on
 what it admits (heartbeats here, session messages in the session loop), then flushes queued
 replies and services the session. Nothing it does waits on the GPU or on a slow client.
 """
@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 import threading
 
-import zmq
-
 from avkit.timeline import Timeline
 from engine.backends import create_backend
 from engine.backends.base import Backend
-from engine.protocol.messages import Error, Heartbeat, HeartbeatAck, Message, Welcome
+from engine.protocol.messages import CheckPortrait, Error, Heartbeat, HeartbeatAck, Message, Welcome
 from engine.server.config import ServerConfig
+from engine.server.portrait_checks import PortraitChecks
 from engine.server.session_loop import SESSION_MESSAGES, SessionLoop
 from engine.server.transport import Transport
 
@@ -24,15 +23,15 @@ BURST = 64  # messages taken in one go before the session is serviced
 
 
 class EngineServer:
-    def __init__(self, config: ServerConfig, backend: Backend | None = None,
-                 context: zmq.Context | None = None):
+    def __init__(self, config: ServerConfig, backend: Backend | None = None):
         self.config = config
         self.timeline = Timeline()
         self.backend = backend or create_backend(config.backend, config.backend_options)
         self.stop_event = threading.Event()
-        self.transport = Transport(config, context or zmq.Context.instance(), welcome=self._welcome,
-                                   on_departed=self._on_departed, keep=self._owns_session)
+        self.transport = Transport(config, welcome=self._welcome, on_departed=self._on_departed,
+                                   keep=self._owns_session)
         self.sessions = SessionLoop(self.backend, self.timeline, config, self.transport)
+        self.portrait_checks = PortraitChecks(self.backend, self.transport, config.max_pending_checks)
 
     @property
     def counters(self) -> dict[str, int]:
@@ -50,11 +49,13 @@ class EngineServer:
                     self._dispatch(ident, msg)
             self.transport.update_connections()
             self.transport.flush()
+            self.portrait_checks.answer()
             self.sessions.service()
         self.shutdown()
 
     def shutdown(self) -> None:
         self.sessions.end("engine shutting down", wait=None)
+        self.portrait_checks.close()
         self.transport.close()
         self.backend.close()
 
@@ -62,6 +63,8 @@ class EngineServer:
     def _dispatch(self, ident: bytes, msg: Message) -> None:
         if isinstance(msg, Heartbeat):
             self.transport.send(ident, HeartbeatAck(nonce=msg.nonce, session=msg.session))
+        elif isinstance(msg, CheckPortrait):
+            self.portrait_checks.submit(ident, msg)
         elif isinstance(msg, SESSION_MESSAGES):
             self.sessions.handle(ident, msg)
         else:

@@ -1,8 +1,8 @@
-"""The connections that have shown the token, each with its queue of replies not yet sent.
+"""The connections that said hello, each with its queue of replies not yet sent.
 
-Only a connection that authenticated is remembered (nothing a token-less client sends can fill
-this table or push anyone out of it), and only for as long as that connection lasts: a new
-connection that reuses the routing id starts unauthenticated.
+Every connection has shown the token in its handshake; only one that then said hello with our
+protocol version is remembered, and only for as long as that connection lasts: a new connection
+that reuses the routing id must say hello again.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Peer:
-    connection: int  # the ConnectionWatch number of the connection that authenticated
-    authenticated: bool = True  # False once a refused hello revoked it (its queue still drains)
+    connection: int  # the ConnectionWatch number of the connection that said hello
+    greeted: bool = True  # False once a refused hello revoked it (its queue still drains)
     last_seen: float = field(default_factory=time.monotonic)
     pending: deque = field(default_factory=deque)  # encoded replies the socket could not take yet
 
@@ -44,7 +44,7 @@ class PeerTable:
         self._peers.move_to_end(ident)
 
     def add(self, ident: bytes, connection: int) -> tuple[Peer, list[tuple[bytes, Peer]]]:
-        """Remember an authenticated connection; the new peer and those evicted to make room."""
+        """Remember a connection that said hello; the new peer and those evicted to make room."""
         old = self._peers.pop(ident, None)
         peer = Peer(connection)
         evicted = []

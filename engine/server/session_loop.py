@@ -2,8 +2,8 @@
 
 Runs on the server's thread, between socket reads. Finished chunks move from the session's outbox
 to the socket without ever blocking: a slow client makes the outbox drop its oldest frames
-(counted), never grows memory. The owner is one authenticated connection; when that connection
-closes, goes silent for `client_timeout_s` or loses its authentication, the session ends.
+(counted), never grows memory. The owner is one connection that said hello; when that connection
+closes, goes silent for `client_timeout_s` or sends a refused hello, the session ends.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class SessionLoop:
 
     # -- from the owner --------------------------------------------------------------------------
     def handle(self, ident: bytes, msg: Message) -> None:
-        """One of SESSION_MESSAGES from an authenticated connection."""
+        """One of SESSION_MESSAGES from a connection that said hello."""
         if isinstance(msg, OpenSession):
             self._open(ident, msg)
             return
@@ -69,7 +69,7 @@ class SessionLoop:
             self.end(None)
 
     def owner_gone(self, ident: bytes) -> None:
-        """A connection lost its authentication (closed, evicted, refused hello): its session ends."""
+        """A connection is gone (closed, evicted, refused hello): its session ends."""
         if ident == self.owner:
             self.end(None)
 
@@ -192,8 +192,8 @@ class SessionLoop:
             session.chunk_sent(out, time.monotonic())
 
     def _send_metrics(self, session: LiveSession, owner: bytes, final: bool = False) -> None:
-        """The session's figures, and the engine's: messages refused as malformed or
-        unauthenticated, and replies dropped because their client did not read them."""
+        """The session's figures, and the engine's: messages refused as malformed, connections
+        refused without the token, and replies dropped because their client did not read them."""
         values = session.stats.as_dict(self.timeline)
         values.update(session.live_metrics())
         values.update(outbox_frames=session.outbox_frames(),

@@ -1,21 +1,21 @@
-"""The engine's socket: connections, authentication, bounded intake, and replies that must arrive.
+"""The engine's socket: connections, the token, bounded intake, and replies that must arrive.
 
-One ROUTER socket, owned by the server's thread. Every message is sized up before anything of it is
-kept: at most MAX_PARTS parts and MAX_INBOUND_MESSAGE_BYTES in all (libzmq's MAXMSGSIZE bounds each
-part the same way), taken off the socket without copies. A connection that has not shown the token
-gets its message read only as far as the header (is it a hello?); its other parts are dropped
-uncopied, and nothing about the connection is remembered. Authentication belongs to the connection
-(ConnectionWatch): it ends when the connection closes or sends a refused hello.
+One ROUTER socket, owned by the server's thread, on a ZeroMQ context of its own. The token is
+checked in ZeroMQ's handshake (TokenCheck, engine.protocol.handshake): a peer without it never gets
+a connection, so nothing it sends is ever read or held; refusals are counted (`unauthenticated`).
+A connection that got through must still say `hello` with our protocol version before anything
+else; that belongs to the connection (ConnectionWatch): it ends when the connection closes or
+sends a refused hello. Every message is sized up before anything of it is kept: at most MAX_PARTS
+parts and MAX_INBOUND_MESSAGE_BYTES in all (libzmq's MAXMSGSIZE bounds each part the same way).
 
 Sends never block. Replies (errors, events, acks) never get lost behind frames: when a peer's send
 queue is full they wait in that peer's small queue and go out, in order, before any further frames.
 Frames and metrics are droppable: they go only when nothing waits before them. Replies to
-connections that have not authenticated share one small queue (the oldest dropped when it is full),
-so a crowd of strangers costs a bounded amount and never a record of their own.
+connections that have not said hello share one small queue (the oldest dropped when it is full),
+so they cost a bounded amount and never a record of their own.
 """
 from __future__ import annotations
 
-import hmac
 import itertools
 import os
 from collections import deque
@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 
 import zmq
 
-from engine.protocol.address import token_path
+from engine.protocol.address import new_token
 from engine.protocol.codec import ProtocolError, decode, encode
 from engine.protocol.messages import (
     ALL_MESSAGES,
@@ -36,8 +36,9 @@ from engine.protocol.messages import (
 )
 from engine.server.config import ServerConfig
 from engine.server.connection_watch import ConnectionWatch
-from engine.server.listen_address import EngineServerError, ListenFiles, check_address
+from engine.server.listen_address import EngineServerError, ListenFiles, check_address, listen_error
 from engine.server.peers import Peer, PeerTable
+from engine.server.token_check import TokenCheck, require_token
 
 MAX_PARTS = 1 + max(len(cls.BLOBS) for cls in ALL_MESSAGES)  # a header and the most blobs of any type
 SEND_HWM = 4  # messages the socket queues per peer before a send would have to wait
@@ -45,47 +46,54 @@ RECEIVE_HWM = 1000  # whole messages queued per connection before libzmq stops r
 
 
 class Transport:
-    def __init__(self, config: ServerConfig, context: zmq.Context, *, welcome: Callable[[], Welcome],
+    def __init__(self, config: ServerConfig, *, welcome: Callable[[], Welcome],
                  on_departed: Callable[[bytes], None], keep: Callable[[bytes], bool]):
         self.config = config
-        self.counters = {"malformed": 0, "unauthenticated": 0, "replies_dropped": 0}
-        self._ctx = context
-        self._files = ListenFiles(config.address, context)
+        self._counters = {"malformed": 0, "replies_dropped": 0}
+        self._ctx: zmq.Context | None = None  # our own: its ZAP handler serves our socket only
+        self._check: TokenCheck | None = None
+        self._files = ListenFiles(config.address)
         self._welcome = welcome
-        self._on_departed = on_departed  # a routing id that is no longer authenticated
+        self._on_departed = on_departed  # a routing id that said hello on a connection now gone
         self._peers = PeerTable(config.max_clients, keep)
         self._sock: zmq.Socket | None = None
         self._watch: ConnectionWatch | None = None
-        self._token = ""
         self._seq = itertools.count(1)
-        self._strangers: deque[tuple[bytes, list]] = deque()  # replies to unauthenticated connections
+        self._strangers: deque[tuple[bytes, list]] = deque()  # replies to connections before hello
 
     # -- lifecycle -------------------------------------------------------------------------------
     def bind(self) -> str:
         address = self.config.address
         check_address(address, self.config.allow_remote)
         self._files.prepare()
-        sock = self._ctx.socket(zmq.ROUTER)
+        token = new_token()  # the handshake checks it from the first connection on
+        ctx = zmq.Context()
+        check = TokenCheck(ctx, token)
+        check.start()
+        sock = ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.SNDHWM, SEND_HWM)
         sock.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND_MESSAGE_BYTES)
+        require_token(sock)
         watch = ConnectionWatch(sock)
         old_umask = os.umask(0o177)  # the socket file is born 0600
         try:
             sock.bind(address)
-            self._token = self._files.claim()
+            self._files.claim(token)
         except (zmq.ZMQError, EngineServerError) as exc:
             watch.close()
             sock.close(0)
+            check.stop()
+            ctx.term()
             self._files.remove()
             if isinstance(exc, EngineServerError):
                 raise
-            raise EngineServerError(f"cannot listen on {address}: {exc}") from None
+            raise listen_error(f"listen on {address}", exc) from None
         finally:
             os.umask(old_umask)
-        self._sock, self._watch = sock, watch
+        self._ctx, self._check, self._sock, self._watch = ctx, check, sock, watch
         return address
 
     @property
@@ -96,16 +104,26 @@ class Transport:
         if self._sock is not None:
             self._watch.close()
             self._sock.close(0)
-            self._sock = self._watch = None
+            self._check.stop()
+            self._ctx.term()
+            self._sock = self._watch = self._check = self._ctx = None
         self._files.remove()
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """The engine's own figures, in every metrics message: messages refused (undecodable,
+        oversized, before hello, a hello of another version), connections refused in the handshake
+        (no or wrong token), replies dropped."""
+        refused = self._watch.refused if self._watch is not None else 0
+        return {**self._counters, "unauthenticated": refused}
 
     def poll(self, timeout_ms: int) -> bool:
         return bool(self._sock.poll(timeout_ms, zmq.POLLIN))
 
     # -- inbound ---------------------------------------------------------------------------------
     def receive(self, limit: int) -> Iterator[tuple[bytes, Message]]:
-        """Up to `limit` messages off the socket; yields the authenticated ones to act on, one at a
-        time (hellos, refusals and malformed messages are answered here)."""
+        """Up to `limit` messages off the socket; yields those of connections that said hello, one
+        at a time (hellos, refusals and malformed messages are answered here)."""
         for _ in range(limit):
             try:
                 frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -125,21 +143,21 @@ class Transport:
         ident = id_frame.bytes
         connection = self._watch.connection_of(id_frame)
         peer = self._peers.find(ident, connection)
-        authenticated = peer is not None and peer.authenticated
+        greeted = peer is not None and peer.greeted
         if not parts:
-            self.counters["malformed"] += 1
+            self._counters["malformed"] += 1
             return None
         size = sum(len(part) for part in parts)
         if len(parts) > MAX_PARTS or size > MAX_INBOUND_MESSAGE_BYTES:
-            self.counters["malformed"] += 1
+            self._counters["malformed"] += 1
             self.send(ident, Error(code="protocol", message=(
                 f"a message of {len(parts)} parts and {size} bytes exceeds {MAX_PARTS} parts or "
                 f"{MAX_INBOUND_MESSAGE_BYTES} bytes")))
             return None
-        try:  # not yet authenticated: the blobs are only measured, never copied, then dropped
-            msg = decode([part.bytes for part in parts] if authenticated else parts)
+        try:
+            msg = decode([part.bytes for part in parts])
         except ProtocolError as exc:
-            self.counters["malformed"] += 1
+            self._counters["malformed"] += 1
             self.send(ident, Error(code="protocol", message=str(exc)))
             return None
         if peer is not None:
@@ -147,44 +165,38 @@ class Transport:
         if isinstance(msg, Hello):
             self._on_hello(ident, connection, peer, msg)
             return None
-        if not authenticated:
-            self.counters["unauthenticated"] += 1
-            self.send(ident, Error(code="auth", message="send hello with the engine's token first"))
+        if not greeted:
+            self._counters["malformed"] += 1
+            self.send(ident, Error(code="protocol", message=f"send hello first, then {msg.TYPE}"))
             return None
         return ident, msg
 
     def _on_hello(self, ident: bytes, connection: int | None, peer: Peer | None, msg: Hello) -> None:
+        """The token was checked in the handshake; hello agrees on the protocol version."""
         if msg.version != PROTOCOL_VERSION:
-            self._refuse(ident, peer, Error(code="version", fatal=True, message=(
+            self._counters["malformed"] += 1
+            self.send(ident, Error(code="version", fatal=True, message=(
                 f"protocol version {msg.version} is not supported by this engine (it speaks "
                 f"{PROTOCOL_VERSION}): update the studio and the engine to the same release")))
-        elif not hmac.compare_digest(msg.token.encode(), self._token.encode()):
-            self.counters["unauthenticated"] += 1
-            self._refuse(ident, peer, Error(code="auth", fatal=True, message=(
-                f"wrong or missing token: read it from {token_path(self.config.address)}")))
+            if peer is not None and peer.greeted:  # a refused hello ends what the connection had
+                peer.greeted = False
+                self._on_departed(ident)
         elif connection is not None:  # None: the connection closed while its hello was in flight
             _, evicted = self._peers.add(ident, connection)
             self._forget(evicted)
             self.send(ident, self._welcome())
 
-    def _refuse(self, ident: bytes, peer: Peer | None, error: Error) -> None:
-        """A refused hello ends the connection's authentication (fatal), after its pending replies."""
-        self.send(ident, error)
-        if peer is not None and peer.authenticated:
-            peer.authenticated = False
-            self._on_departed(ident)
-
     def _forget(self, gone: list[tuple[bytes, Peer]]) -> None:
         for ident, peer in gone:
-            self.counters["replies_dropped"] += len(peer.pending)
-            if peer.authenticated:
+            self._counters["replies_dropped"] += len(peer.pending)
+            if peer.greeted:
                 self._on_departed(ident)
 
     # -- peers as the session sees them ----------------------------------------------------------
     def last_seen(self, ident: bytes) -> float | None:
-        """When an authenticated peer last sent anything; None when it is not (any longer) one."""
+        """When a peer that said hello last sent anything; None when it is not (any longer) one."""
         peer = self._peers.get(ident)
-        return peer.last_seen if peer is not None and peer.authenticated else None
+        return peer.last_seen if peer is not None and peer.greeted else None
 
     def seen(self, ident: bytes) -> None:
         if self._peers.get(ident) is not None:
@@ -197,17 +209,17 @@ class Transport:
             return
         msg.seq = next(self._seq)
         peer = self._peers.get(ident)
-        if peer is None:  # not an authenticated connection: the strangers' one small queue
+        if peer is None:  # a connection before its hello: the strangers' one small queue
             self._strangers.append((ident, encode(msg)))
             if len(self._strangers) > self.config.max_pending_replies:
                 self._strangers.popleft()
-                self.counters["replies_dropped"] += 1
+                self._counters["replies_dropped"] += 1
             self._flush_strangers()
             return
         peer.pending.append(encode(msg))
         while len(peer.pending) > self.config.max_pending_replies:
             peer.pending.popleft()
-            self.counters["replies_dropped"] += 1
+            self._counters["replies_dropped"] += 1
         self._flush_peer(ident, peer)
 
     def send_droppable(self, ident: bytes, msg: Message) -> bool:
@@ -235,7 +247,7 @@ class Transport:
                 full.add(ident)
                 waiting.append((ident, parts))
             elif sent is None:
-                self.counters["replies_dropped"] += 1
+                self._counters["replies_dropped"] += 1
         self._strangers = waiting
 
     def _try_send(self, ident: bytes, parts: list) -> bool | None:
@@ -255,5 +267,5 @@ class Transport:
                 return
             peer.pending.popleft()
             if sent is None:  # gone: nobody will read the rest
-                self.counters["replies_dropped"] += 1 + len(peer.pending)
+                self._counters["replies_dropped"] += 1 + len(peer.pending)
                 peer.pending.clear()

@@ -27,8 +27,8 @@ import numpy as np
 
 from avkit.resample import StreamResampler
 from avkit.timeline import Timeline
-from engine.backends.base import AvatarStream, Backend, BackendError, OutOfMemory
-from engine.protocol.messages import SessionSettings
+from engine.backends.base import AvatarStream, Backend, BackendError, OutOfMemory, StreamPlan
+from engine.protocol.messages import MAX_FRAMES_BYTES, SessionSettings, frames_per_message
 from engine.protocol.stages import Stage
 from engine.session.audio_ring import AudioRing
 from engine.session.chunk_audio import chunk_end, context_window, shown_audio
@@ -84,6 +84,17 @@ class SessionStats:
                 "profile_switches": self.profile_switches, "latency_s": self.latency_s}
 
 
+def _check_chunk_fits_a_message(plan: StreamPlan, timeline: Timeline) -> None:
+    """A chunk leaves as one Frames message, which no client takes beyond MAX_FRAMES_BYTES."""
+    top = plan.profiles[0]  # every profile's frames have the top one's size
+    fit = frames_per_message(top.width, top.height, timeline.samples_per_frame)
+    if plan.chunk_frames > fit:
+        mib = plan.chunk_frames * top.width * top.height * 3 / 2**20
+        raise ValueError(f"chunk_frames {plan.chunk_frames} at {top.width}x{top.height} makes {mib:.0f} MiB of "
+                         f"frames per chunk, over the {MAX_FRAMES_BYTES // 2**20} MiB a frames message may "
+                         f"carry: use at most {fit} chunk_frames at this size, or a smaller size")
+
+
 class _Closing(Exception):
     """Raised from the backend's stage callback once the session is closing: the worker stops
     between two stages instead of finishing a chunk (or a preparation) nobody will see."""
@@ -105,6 +116,7 @@ class LiveSession:
         self.timeline = timeline
         self.limits = limits
         self.plan = backend.plan(settings)
+        _check_chunk_fits_a_message(self.plan, timeline)
         self.quality = resolve_quality(settings, self.plan)
         chunk_s = chunk_audio_seconds(self.plan, timeline)
         self.contract = LatencyContract.for_session(settings, chunk_s)
@@ -295,9 +307,13 @@ class LiveSession:
                     idle = False
                     break
                 if self._idle_due():
+                    # The client paused: the chunk is finished with silence. Audio it already
+                    # holds is speech and is shown as such (a long chunk is rarely filled without
+                    # a pause); only a chunk that received nothing is an idle one.
+                    idle = self._ring.total <= self.timeline.frame_start_sample(self._next_frame)
                     self._ring.append(np.zeros(end - self._ring.total, np.float32))
                     self._schedule_next_idle(n)
-                    idle, count = True, n
+                    count = n
                     break
                 self._cond.wait(0.02)
             first = self._next_frame

@@ -71,7 +71,7 @@ def build(config: dict, world, precision: str, checkpointing: bool, trainable: b
     with torch.device(world.device):
         dit = FlashTalkDiT(**config)  # float32, PyTorch's default init
     dit = prepare_dit(dit, world, precision, checkpointing, trainable)
-    dit.set_attention_backend(None)
+    dit.set_attention_backend(None, compute_dtype=PRECISIONS[precision])
     return dit
 
 
@@ -130,7 +130,9 @@ def measure(layers: int, args, world, settings: StreamSettings, base: dict, prec
     stage1_s, stage1_gb = timed(stage1, world.device, args.repeats)
     stage2_s, stage2_gb = timed(stage2, world.device, args.repeats)
     state_gb = params * STATE_BYTES_PER_PARAM / 2**30
-    result = {"layers": layers, "params_per_network": params, "generator_forward_s": forward_s,
+    result = {"layers": layers, "params_per_network": params, "attention": {
+                  "teacher": teacher.attention_backend, "generator": generator.attention_backend},
+              "generator_forward_s": forward_s,
               "stage1_step_s": stage1_s, "stage2_step_s": stage2_s, "peak_gb_forward": forward_gb,
               "peak_gb_stage1": stage1_gb, "peak_gb_stage2": stage2_gb, "state_gb": state_gb,
               "activations_and_buffers_gb_stage2": stage2_gb - state_gb if stage2_gb else None}

@@ -35,6 +35,7 @@ class PulseSink:
     name: str  # e.g. flashtalk_mic
     description: str  # e.g. FlashTalk-Speaker
     monitor: str  # the source that records what the sink plays, e.g. flashtalk_mic.monitor
+    virtual: bool = False  # a null sink: nobody hears it, a call app records its monitor (a virtual microphone)
 
     @property
     def device(self) -> str:
@@ -43,7 +44,19 @@ class PulseSink:
 
     @property
     def label(self) -> str:
-        return f"{self.description} (PulseAudio sink)"
+        return f"{self.description} (virtual microphone)" if self.virtual else self.description
+
+
+@dataclass(frozen=True)
+class PulseSource:
+    name: str  # e.g. alsa_input.usb-0d8c_USB_Audio-00.mono-fallback
+    description: str  # e.g. USB-Microphone
+    monitor: bool = False  # it records what a sink plays ("Monitor of Speakers"), not a microphone
+
+    @property
+    def device(self) -> str:
+        """The input device name the studio stores in its settings."""
+        return PREFIX + self.name
 
 
 class PulseUnavailable(RuntimeError):
@@ -66,22 +79,48 @@ def _pactl(*args: str, timeout_s: float = LIST_TIMEOUT_S) -> str:
 
 def pulse_sinks() -> list[PulseSink]:
     """The PulseAudio/PipeWire sinks (empty when there is no server or no `pactl`)."""
+    sinks = []
+    for fields in _pactl_list("sinks"):
+        name = fields["Name"]
+        null = "null-sink" in fields.get("Driver", "") or "null-audio-sink" in fields.get("factory.name", "")
+        sinks.append(PulseSink(name, fields.get("Description", name), fields.get("Monitor Source", name + ".monitor"),
+                               virtual=null))
+    return sinks
+
+
+def pulse_sources() -> list[PulseSource]:
+    """The PulseAudio/PipeWire sources by their description, microphones before monitors (empty
+    when there is no server or no `pactl`)."""
+    sources = []
+    for fields in _pactl_list("sources"):
+        name = fields["Name"]
+        monitor = fields.get("Monitor of Sink", "n/a") != "n/a"
+        sources.append(PulseSource(name, fields.get("Description", name), monitor))
+    return sorted(sources, key=lambda s: s.monitor)
+
+
+def _pactl_list(kind: str) -> list[dict[str, str]]:
+    """`pactl list <kind>` as one dict per entry: its "Key: value" lines and its properties
+    (`key = "value"`)."""
     try:
-        listing = _pactl("list", "sinks")
+        listing = _pactl("list", kind)
     except PulseUnavailable:
         return []
-    sinks, fields = [], {}
-    for line in listing.splitlines() + ["Sink #end"]:
-        if line.startswith("Sink #"):
-            if "name" in fields:
-                sinks.append(PulseSink(fields["name"], fields.get("description", fields["name"]),
-                                       fields.get("monitor", fields["name"] + ".monitor")))
+    entries, fields = [], {}
+    for line in listing.splitlines() + ["#end"]:
+        if line and not line[0].isspace():  # "Sink #3", "Source #1": a new entry
+            if "Name" in fields:
+                entries.append(fields)
             fields = {}
             continue
-        key, _, value = line.strip().partition(": ")
-        if key in ("Name", "Description", "Monitor Source"):
-            fields[{"Name": "name", "Description": "description", "Monitor Source": "monitor"}[key]] = value
-    return sinks
+        key, sep, value = line.strip().partition(": ")
+        if sep:
+            fields.setdefault(key, value)
+            continue
+        key, sep, value = line.strip().partition(" = ")
+        if sep:
+            fields.setdefault(key, value.strip('"'))
+    return entries
 
 
 def null_sink_names(timeout_s: float = LIST_TIMEOUT_S) -> list[str]:
@@ -93,9 +132,12 @@ def null_sink_names(timeout_s: float = LIST_TIMEOUT_S) -> list[str]:
 
 
 def call_microphone_hint(sink_name: str, sinks: list[PulseSink] | None = None) -> str:
-    """One line: which microphone to pick in a call app once the voice plays into `sink_name`."""
+    """One line: which microphone to pick in a call app once the voice plays into `sink_name`
+    ("" for a sink people hear, such as the speakers: nothing to pick there)."""
     sinks = pulse_sinks() if sinks is None else sinks
     sink = next((s for s in sinks if s.name == sink_name), None)
+    if sink is not None and not sink.virtual:
+        return ""
     description = sink.description if sink else sink_name
     return (f"the voice plays into {description}: in the call app choose \"Monitor of {description}\" "
             f"as the microphone (browsers list only a source remapped from it: see troubleshooting)")
@@ -106,21 +148,22 @@ def _c_locale() -> dict:
 
 
 # -- libpulse-simple through ctypes ---------------------------------------------------------------
-class _SampleSpec(ctypes.Structure):
+class SampleSpec(ctypes.Structure):
     _fields_ = [("format", ctypes.c_int), ("rate", ctypes.c_uint32), ("channels", ctypes.c_uint8)]
 
 
-class _BufferAttr(ctypes.Structure):
+class BufferAttr(ctypes.Structure):
     _fields_ = [(name, ctypes.c_uint32) for name in ("maxlength", "tlength", "prebuf", "minreq", "fragsize")]
 
 
-_PA_STREAM_PLAYBACK = 1
-_PA_SAMPLE_FLOAT32LE = 5
-_DEFAULT = 0xFFFFFFFF  # (uint32_t) -1: "the server's choice" in pa_buffer_attr
+PA_STREAM_PLAYBACK = 1
+PA_STREAM_RECORD = 2
+PA_SAMPLE_FLOAT32LE = 5
+PA_DEFAULT = 0xFFFFFFFF  # (uint32_t) -1: "the server's choice" in pa_buffer_attr
 _lib = None
 
 
-def _libpulse_simple():
+def pulse_simple_api():
     global _lib
     if _lib is None:
         try:
@@ -130,11 +173,14 @@ def _libpulse_simple():
             raise PulseOutputError(f"PulseAudio client library missing ({exc}): install libpulse0") from None
         simple.pa_simple_new.restype = ctypes.c_void_p
         simple.pa_simple_new.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                                         ctypes.c_char_p, ctypes.POINTER(_SampleSpec), ctypes.c_void_p,
-                                         ctypes.POINTER(_BufferAttr), ctypes.POINTER(ctypes.c_int)]
+                                         ctypes.c_char_p, ctypes.POINTER(SampleSpec), ctypes.c_void_p,
+                                         ctypes.POINTER(BufferAttr), ctypes.POINTER(ctypes.c_int)]
         simple.pa_simple_write.restype = ctypes.c_int
         simple.pa_simple_write.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
                                            ctypes.POINTER(ctypes.c_int)]
+        simple.pa_simple_read.restype = ctypes.c_int
+        simple.pa_simple_read.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
+                                          ctypes.POINTER(ctypes.c_int)]
         simple.pa_simple_get_latency.restype = ctypes.c_uint64
         simple.pa_simple_get_latency.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
         simple.pa_simple_free.restype = None
@@ -153,15 +199,15 @@ class PulseOutput:
     """
 
     def __init__(self, sink: str, sample_rate: int = SAMPLE_RATE, target_latency_s: float = TARGET_LATENCY_S):
-        simple, pulse = _libpulse_simple()
+        simple, pulse = pulse_simple_api()
         self._simple = simple
         self.sample_rate = sample_rate
         self.sink = sink
         self.name = f"PulseAudio sink {sink}"
-        spec = _SampleSpec(_PA_SAMPLE_FLOAT32LE, sample_rate, 1)
-        attr = _BufferAttr(_DEFAULT, int(target_latency_s * sample_rate) * 4, _DEFAULT, _DEFAULT, _DEFAULT)
+        spec = SampleSpec(PA_SAMPLE_FLOAT32LE, sample_rate, 1)
+        attr = BufferAttr(PA_DEFAULT, int(target_latency_s * sample_rate) * 4, PA_DEFAULT, PA_DEFAULT, PA_DEFAULT)
         error = ctypes.c_int(0)
-        self._handle = simple.pa_simple_new(None, b"FlashTalk Studio", _PA_STREAM_PLAYBACK, sink.encode(),
+        self._handle = simple.pa_simple_new(None, b"FlashTalk Studio", PA_STREAM_PLAYBACK, sink.encode(),
                                             b"avatar voice", ctypes.byref(spec), None, ctypes.byref(attr),
                                             ctypes.byref(error))
         if not self._handle:

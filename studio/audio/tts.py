@@ -1,5 +1,5 @@
 """Text-to-speech with espeak-ng (when installed): a typed sentence becomes a clip that is played
-live like a file."""
+live like a file, in one of the voices the installed espeak-ng offers."""
 from __future__ import annotations
 
 import shutil
@@ -7,13 +7,27 @@ import subprocess
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from avkit.audio_decode import AudioFileError, load_audio
 from studio.audio import AudioSink
 from studio.audio.block_feeder import ClipPlayer
+from studio.audio.pcm_source import InMemoryClip
 
 MAX_TEXT_CHARS = 2000
+DEFAULT_VOICE = "en-us"
+LIST_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class Voice:
+    code: str  # what `espeak-ng -v` takes, e.g. "en-us"
+    name: str  # e.g. "English (America)"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} · {self.code}"
 
 
 def espeak_binary() -> str | None:
@@ -33,7 +47,25 @@ def install_hint() -> str:
     return f"Text-to-speech needs espeak-ng, which is not installed: {install_command()}, then restart the studio."
 
 
-def synthesize(text: str, voice: str = "en", words_per_minute: int = 160):
+def list_voices() -> list[Voice]:
+    """The voices of the installed espeak-ng, by name (none when it is missing). Takes a moment:
+    call it off the UI thread."""
+    binary = espeak_binary()
+    if binary is None:
+        return []
+    try:
+        listing = subprocess.run([binary, "--voices"], capture_output=True, text=True, timeout=LIST_TIMEOUT_S).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    voices = []
+    for line in listing.splitlines()[1:]:  # Pty Language Age/Gender VoiceName File Other-languages
+        fields = line.split()
+        if len(fields) >= 4:
+            voices.append(Voice(fields[1], fields[3].replace("_", " ")))
+    return sorted(voices, key=lambda v: v.name.lower())
+
+
+def synthesize(text: str, voice: str = DEFAULT_VOICE, words_per_minute: int = 160):
     """Speak `text` to float32 mono 16 kHz [N]; raises RuntimeError with one line on failure."""
     binary = espeak_binary()
     if binary is None:
@@ -43,8 +75,8 @@ def synthesize(text: str, voice: str = "en", words_per_minute: int = 160):
         raise RuntimeError("type a sentence to speak first")
     with tempfile.TemporaryDirectory(prefix="flashtalk-tts-") as tmp:
         wav = Path(tmp) / "speech.wav"
-        done = subprocess.run([binary, "-v", voice, "-s", str(words_per_minute), "-w", str(wav), "--", text],
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run([binary, "-v", voice or DEFAULT_VOICE, "-s", str(words_per_minute), "-w", str(wav),
+                               "--", text], capture_output=True, text=True, timeout=60)
         if done.returncode != 0 or not wav.exists():
             raise RuntimeError(f"espeak-ng failed: {done.stderr.strip()[:200] or done.returncode}")
         try:
@@ -54,24 +86,34 @@ def synthesize(text: str, voice: str = "en", words_per_minute: int = 160):
 
 
 class SpeechSource(ClipPlayer):
-    """`say(text, on_ready)` synthesizes on a thread, then plays; on_ready(error_or_empty_string)."""
+    """`say(text, voice, on_ready)` synthesizes on a thread, then plays; on_ready(error_or_empty_string).
+    `stop()` ends the sentence; a sentence asked for meanwhile replaces it."""
 
     def __init__(self, sink: AudioSink, on_end=None):
         super().__init__(sink, on_end=on_end)
+        self._requests = 0  # a sentence still being synthesized when stop() or a newer say() came is dropped
 
     @staticmethod
     def available() -> bool:
         return espeak_binary() is not None
 
-    def say(self, text: str, on_ready) -> None:
+    def say(self, text: str, voice: str, on_ready) -> None:
+        self._requests += 1
+        number = self._requests
+
         def work() -> None:
             try:
-                pcm = synthesize(text)
+                pcm = synthesize(text, voice)
             except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:
                 on_ready(str(exc))
                 return
-            self.pause()
-            self.set_clip(pcm)
+            if number != self._requests:
+                return
+            self.set_source(InMemoryClip(pcm, self.sample_rate))
             self.play()
             on_ready("")
         threading.Thread(target=work, name="tts", daemon=True).start()
+
+    def stop(self) -> None:
+        self._requests += 1
+        self.set_source(None)

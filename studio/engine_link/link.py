@@ -27,6 +27,7 @@ class EngineLink(QObject):
     disconnected = Signal(str)
     session_opened = Signal(object)
     session_refused = Signal(str, str)
+    portrait_checked = Signal(object)  # PortraitChecked
     chunk = Signal(object)  # ReceivedChunk
     metrics = Signal(object)
     event = Signal(str, str, object)  # kind, message, data
@@ -55,8 +56,13 @@ class EngineLink(QObject):
         self.options = options
 
     def start(self, options: EngineOptions) -> None:
+        """Start (or attach to) an engine; options that cannot work fail at once (FAILED)."""
         self.stop()
         self.options = options
+        problem = options.problem()
+        if problem:
+            self.state_changed.emit(EngineState.FAILED, problem)
+            return
         self.running = True
         if options.attached:
             self._attach_attempt = 0
@@ -73,13 +79,6 @@ class EngineLink(QObject):
     def restart(self) -> None:
         self.start(self.options)
 
-    def toggle(self, options: EngineOptions) -> None:
-        """Stop a running engine, or start one with `options` (the Session menu's start/stop)."""
-        if self.running:
-            self.stop()
-        else:
-            self.start(options)
-
     @property
     def is_connected(self) -> bool:
         return self.welcome is not None
@@ -88,6 +87,10 @@ class EngineLink(QObject):
     def open_session(self, portrait: bytes, settings: SessionSettings) -> None:
         if self._worker is not None:
             self._worker.open_session(portrait, settings)
+
+    def check_portrait(self, portrait: bytes, request: int) -> None:
+        if self._worker is not None:
+            self._worker.check_portrait(portrait, request)
 
     def send_audio(self, pcm: np.ndarray, capture_t: float) -> None:
         worker = self._worker
@@ -117,7 +120,7 @@ class EngineLink(QObject):
         worker.finished.connect(thread.quit, Qt.DirectConnection)  # QThread.quit is thread-safe
         worker.connected.connect(self._on_connected)
         worker.lost.connect(lambda reason: self._on_lost(worker, reason))
-        for name in ("session_opened", "session_refused", "chunk", "metrics", "event", "error"):
+        for name in ("session_opened", "session_refused", "portrait_checked", "chunk", "metrics", "event", "error"):
             getattr(worker, name).connect(getattr(self, name))
         self._worker, self._thread = worker, thread
         thread.start()

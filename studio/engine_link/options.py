@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from engine.protocol import SessionSettings
 from engine.protocol.backend_names import DEFAULT_BACKEND, BackendName
@@ -55,6 +56,19 @@ class EngineOptions:
     @property
     def attached(self) -> bool:
         return bool(self.attach_address)
+
+    def problem(self) -> str:
+        """Why these options cannot start an engine, known before starting one (a flashtalk engine
+        would take half a minute to import its libraries and say the same); "" when none."""
+        if self.attached or self.backend != BackendName.FLASHTALK:
+            return ""
+        if not self.model_dir:
+            return ("the flashtalk backend needs its model: choose the SoulX-FlashTalk-14B folder under "
+                    "Model, or use the puppet backend")
+        if not Path(self.model_dir).is_dir():
+            return (f"the model folder {self.model_dir} does not exist: choose the SoulX-FlashTalk-14B "
+                    "folder under Model")
+        return ""
 
     def serve_args(self, address: str) -> list[str]:
         """Arguments after `python -m engine` for a child engine listening on `address`."""

@@ -19,12 +19,14 @@ from engine.protocol import EngineClient, EngineError, ProtocolError, SessionSet
 from engine.protocol.client import PREPARE_SILENCE_S
 from engine.protocol.frame_decoding import decode_frames
 from engine.protocol.messages import (
+    CheckPortrait,
     Error,
     Event,
     Frames,
     HeartbeatAck,
     Metrics,
     OpenSession,
+    PortraitChecked,
     SessionOpened,
     settings_to_dict,
 )
@@ -42,6 +44,7 @@ class EngineWorker(QObject):
     connected = Signal(object)  # Welcome
     session_opened = Signal(object)  # SessionOpened
     session_refused = Signal(str, str)  # code, one-line message (e.g. bad_portrait)
+    portrait_checked = Signal(object)  # PortraitChecked
     chunk = Signal(object)  # ReceivedChunk
     metrics = Signal(object)
     event = Signal(str, str, object)  # kind, message, data (dict; the engine's numbers behind it)
@@ -72,6 +75,10 @@ class EngineWorker(QObject):
             self._audio.put_nowait((pcm, sample_rate, capture_t))
         except queue.Full:
             self.dropped_audio_blocks += 1
+
+    def check_portrait(self, portrait: bytes, request: int) -> None:
+        """Ask whether `portrait` would make a session; an open session goes on meanwhile."""
+        self._commands.put(("check", portrait, request))
 
     def end_audio(self) -> None:
         self._commands.put(("end",))
@@ -129,6 +136,8 @@ class EngineWorker(QObject):
                 self.session_id = ""
                 self._opening = True
                 client.send(OpenSession(portrait=cmd[1], settings=settings_to_dict(cmd[2])))
+            elif cmd[0] == "check":
+                client.send(CheckPortrait(portrait=cmd[1], request=cmd[2]))
             elif client.session is not None and cmd[0] == "end":
                 self._send_audio(client)
                 client.end_audio()
@@ -157,6 +166,8 @@ class EngineWorker(QObject):
             self._opening = False
             self.session_id = msg.session
             self.session_opened.emit(msg)
+        elif isinstance(msg, PortraitChecked):
+            self.portrait_checked.emit(msg)
         elif isinstance(msg, Metrics):
             self.metrics.emit(dict(msg.values))
         elif isinstance(msg, Event):

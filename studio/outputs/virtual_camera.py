@@ -19,9 +19,10 @@ import pyvirtualcam
 
 from avkit.timeline import FPS
 
-LINUX_HINT = ('load the v4l2loopback kernel module: sudo modprobe v4l2loopback exclusive_caps=1 '
-              'card_label="FlashTalk" (install it with: sudo apt install v4l2loopback-dkms), '
-              'then turn the virtual camera on again')
+LINUX_COMMANDS = ("sudo apt install v4l2loopback-dkms",
+                  'sudo modprobe v4l2loopback exclusive_caps=1 card_label="FlashTalk"')
+LINUX_HINT = (f"load the v4l2loopback kernel module: {LINUX_COMMANDS[1]} (install it with: {LINUX_COMMANDS[0]}), "
+              "then turn the virtual camera on again")
 OBS_HINT = ('install OBS Studio (https://obsproject.com), start its Virtual Camera once '
             '(Start Virtual Camera, then stop it and quit OBS), then turn the virtual camera on again')
 SYSTEM_BACKEND = {"linux": "v4l2loopback", "win32": "obs", "darwin": "obs"}  # pyvirtualcam's, per OS
@@ -33,10 +34,11 @@ class VirtualCameraUnavailable(RuntimeError):
     `reason` (what the device layer said) and `hint` (what to do) are also kept apart: the doctor
     prints them as its detail and fix lines."""
 
-    def __init__(self, message: str, reason: str = "", hint: str = ""):
+    def __init__(self, message: str, reason: str = "", hint: str = "", commands: tuple[str, ...] = ()):
         super().__init__(message)
         self.reason = reason or message
         self.hint = hint
+        self.commands = commands  # the hint's shell commands, in the order to run them
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,11 @@ class VirtualCameraConfig:
 def setup_hint(platform: str = sys.platform) -> str:
     """What the user must do on `platform` to get a virtual camera device."""
     return LINUX_HINT if platform.startswith("linux") else OBS_HINT
+
+
+def setup_commands(platform: str = sys.platform) -> tuple[str, ...]:
+    """The shell commands of `setup_hint` (none where the fix is an installer)."""
+    return LINUX_COMMANDS if platform.startswith("linux") else ()
 
 
 def letterbox(frame: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -77,7 +84,8 @@ def open_camera(config: VirtualCameraConfig) -> pyvirtualcam.Camera:
                                    backend=config.backend, device=config.device)
     except (RuntimeError, ValueError, OSError) as exc:
         reason, hint = " ".join(str(exc).split()) or "no backend available", setup_hint()
-        raise VirtualCameraUnavailable(f"no virtual camera device ({reason}): {hint}", reason, hint) from None
+        raise VirtualCameraUnavailable(f"no virtual camera device ({reason}): {hint}", reason, hint,
+                                       setup_commands()) from None
 
 
 class VirtualCamera:

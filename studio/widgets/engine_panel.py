@@ -1,5 +1,6 @@
-"""Engine panel: backend, model folder, GPUs, resolution, steps; start/stop/restart; attach to a
-running engine; status and the engine's log tail."""
+"""Engine panel: backend, model folder, GPUs, resolution, steps (only those the backend uses);
+start/stop/restart; attach to a running engine; the studio's status (the same words as the
+preview's) with the engine's last message under it; the engine's log tail."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
@@ -18,11 +19,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.protocol.backend_names import BackendName
 from engine.protocol.engine_options import MIN_GPUS
 from engine.protocol.engine_state import EngineState
 from studio.engine_link.options import BACKENDS, RESOLUTIONS, EngineOptions
+from studio.session.studio_state import StudioState, StudioStatus
 
 LOG_LINES = 400
+STATUS_STYLE = {StudioState.FAILED: "color: #d9534f; font-weight: bold;", StudioState.RUNNING: "color: #3a9d5d;"}
 MAX_GPUS = 64  # the spin box's range; the engine checks what the machine has
 
 
@@ -45,7 +49,7 @@ class EnginePanel(QWidget):
         self.model_dir.setPlaceholderText("SoulX-FlashTalk-14B folder (flashtalk)")
         browse = QPushButton("…")
         browse.clicked.connect(self._browse_model)
-        model_row = QHBoxLayout()
+        self._model_row = model_row = QHBoxLayout()
         model_row.addWidget(self.model_dir)
         model_row.addWidget(browse)
         self.gpus = QSpinBox(minimum=MIN_GPUS, maximum=MAX_GPUS)
@@ -59,7 +63,8 @@ class EnginePanel(QWidget):
         self.token_file = QLineEdit()
         self.token_file.setPlaceholderText("token file (default: beside the socket)")
         self.attach.toggled.connect(self._sync_enabled)
-        form = QFormLayout()
+        self.backend.currentTextChanged.connect(self._sync_enabled)
+        self.form = form = QFormLayout()
         form.addRow("Backend", self.backend)
         form.addRow("Model", model_row)
         form.addRow("GPUs", self.gpus)
@@ -80,9 +85,15 @@ class EnginePanel(QWidget):
         self.guide.setWordWrap(True)
         self.guide.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.model_dir.textChanged.connect(self._sync_enabled)
-        self.status = QLabel("engine stopped")
+        self.status = QLabel("stopped")
         self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.engine_message = QLabel("")  # what the engine (or its supervisor) said last
+        self.engine_message.setWordWrap(True)
+        self.engine_message.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.engine_message.setStyleSheet("color: palette(placeholder-text);")
         self.log = QPlainTextEdit(readOnly=True)
+        self.log.setMinimumHeight(40)
         self.log.setMaximumBlockCount(LOG_LINES)
         self.log.setPlaceholderText("engine log")
         layout = QVBoxLayout(self)
@@ -90,6 +101,7 @@ class EnginePanel(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.guide)
         layout.addWidget(self.status)
+        layout.addWidget(self.engine_message)
         layout.addWidget(self.log, 1)
         self._sync_enabled()
 
@@ -104,6 +116,9 @@ class EnginePanel(QWidget):
             w.setEnabled(not attach)
         self.address.setEnabled(attach)
         self.token_file.setEnabled(attach)
+        puppet = self.backend.currentText() == BackendName.PUPPET and not attach
+        for row in (self._model_row, self.gpus, self.steps):  # the puppet has no model, GPUs or steps
+            self.form.setRowVisible(row, not puppet)
         # First run: no model and no remote engine -> explain the three ways to the diffusion model.
         self.guide.setVisible(not attach and not self.model_dir.text().strip())
 
@@ -127,8 +142,24 @@ class EnginePanel(QWidget):
         self.token_file.setText(options.token_file)
 
     # -- model -> view ---------------------------------------------------------------------------
-    def show_state(self, state: EngineState, message: str) -> None:
-        self.status.setText(f"{state}: {message}")
+    def show_status(self, status: StudioStatus) -> None:
+        """The studio's status, worded as everywhere else; Start/Stop/Restart as they apply."""
+        self.status.setText(status.text)
+        self._hide_repeated_message()
+        self.status.setStyleSheet(STATUS_STYLE.get(status.state, ""))
+        running = status.engine_running
+        self.start_button.setEnabled(not running)
+        self.stop_button.setEnabled(running)
+        self.restart_button.setEnabled(running)
+
+    def show_engine_message(self, state: EngineState, message: str) -> None:
+        self.engine_message.setText(message)
+        self._hide_repeated_message()
+
+    def _hide_repeated_message(self) -> None:
+        """The engine's words once: not again under a status that already says them."""
+        message = self.engine_message.text()
+        self.engine_message.setVisible(bool(message) and message not in self.status.text())
 
     def append_log(self, line: str) -> None:
         self.log.appendPlainText(line)

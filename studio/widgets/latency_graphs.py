@@ -3,8 +3,11 @@
 What makes a redraw cheap on a software-rendered 2-core laptop: every axis has a fixed range
 between redraws (time runs over the last WINDOW_S, 0 = now; the value axis changes only when the
 data outgrows it or shrinks well below it, in 1-2-5 steps), so a redraw repaints the curves and
-never re-lays out tick labels; legends are plain labels outside the plots; and nothing is drawn
-while the graphs are hidden or nothing new came in. Each plot has one fixed unit.
+never re-lays out tick labels; titles and legends are plain labels outside the plots; and nothing
+is drawn while the graphs are hidden or nothing new came in. Each plot has one fixed unit.
+
+Titles are not pyqtgraph's: its title item is as wide as its text at least, so in a third of the
+space under a laptop's preview it pushed the plot past its view and cut off the newest seconds.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from studio.session_stats import STAGE_GROUPS, SessionStats
+from studio.widgets.elided_label import ElidedLabel
 
 REDRAW_HZ = 4
 WINDOW_S = 60.0  # the time axis: the last minute
@@ -59,6 +63,8 @@ PLOTS = (
         Line("frames", "dropped_s", "dropped", "#e15759")), 1.0),
 )
 COLUMNS = 3
+PLOT_MIN_HEIGHT = 72  # px: the ticks and a curve stay readable when problems and warnings crowd the window
+TIME_LABEL_HEIGHT = 12  # px more for the bottom row, whose plots also carry the time axis label
 
 
 def nice_ceiling(value: float) -> float:
@@ -79,10 +85,26 @@ def next_range(current: float, data_max: float, floor: float) -> float:
     return current
 
 
+class _Legend(QLabel):
+    """A word-wrapped legend that keeps the height of all its lines: squeezed, the plot gives way, not it."""
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        needed = self.heightForWidth(self.width())
+        if needed > 0 and needed != self.minimumHeight():
+            self.setMinimumHeight(needed)
+
+
 class _Plot:
     def __init__(self, spec: PlotSpec, time_label: bool):
         self.spec = spec
-        self.widget = pg.PlotWidget(title=spec.title)
+        self.title = ElidedLabel(spec.title)  # cut with "…" where the cell is narrow, whole in the tooltip
+        self.title.setAlignment(Qt.AlignHCenter)
+        font = self.title.font()
+        font.setBold(True)
+        self.title.setFont(font)
+        self.widget = pg.PlotWidget()
+        self.widget.setMinimumHeight(PLOT_MIN_HEIGHT + (TIME_LABEL_HEIGHT if time_label else 0))
         item = self.widget.getPlotItem()
         item.setMouseEnabled(x=False, y=False)
         item.hideButtons()
@@ -103,7 +125,7 @@ class _Plot:
             curve = item.plot(pen=pen, connect="finite")
             curve.setDownsampling(auto=True, method="peak")
             self.curves[line] = curve
-        self.legend = QLabel("  ".join(
+        self.legend = _Legend("  ".join(
             f'<span style="color:{line.color}">{"┅" if line.dashed else "━"}</span> {line.name}'
             for line in spec.lines))
         self.legend.setWordWrap(True)
@@ -140,6 +162,7 @@ class LatencyGraphs(QWidget):
         for i, plot in enumerate(self._plots):
             cell = QVBoxLayout()
             cell.setSpacing(0)
+            cell.addWidget(plot.title)
             cell.addWidget(plot.widget, 1)
             cell.addWidget(plot.legend)
             grid.addLayout(cell, i // COLUMNS, i % COLUMNS)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import math
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QGridLayout, QLabel, QSizePolicy, QWidget
+from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QGridLayout, QLabel, QWidget
 
 from studio.engine_link.options import QUALITY_AUTO, QUALITY_FIXED, QUALITY_LABELS, LiveChoice
 from studio.session_stats import LiveStatus
+from studio.widgets.elided_label import ElidedLabel
 
 UNKNOWN = "—"
 TARGET_MAX_S = 30.0
@@ -44,9 +45,8 @@ class LiveStatusRow(QWidget):
         self.target.setKeyboardTracking(False)
         self.target.setToolTip("Target live latency, from capturing the voice to showing its frame; auto: one "
                                "chunk of audio + 0.5 s. The playout skips ahead when it falls further behind.")
-        self.numbers = QLabel(status_text(LiveStatus(math.nan, math.nan, math.nan, "", 0.0, "")))
+        self.numbers = ElidedLabel(status_text(LiveStatus(math.nan, math.nan, math.nan, "", 0.0, "")))
         self.numbers.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.numbers.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)  # new numbers: no re-layout
         self.warning = QLabel()
         self.warning.setWordWrap(True)
         self.warning.setStyleSheet(WARNING_STYLE)
@@ -108,7 +108,7 @@ class LiveStatusRow(QWidget):
         self._show_warning(self._refusal)
 
     def show_status(self, status: LiveStatus) -> None:
-        self.numbers.setText(status_text(status))
+        self.numbers.set_full_text(status_text(status))
         self._show_warning(self._refusal or status.warning)
 
     def _show_warning(self, text: str) -> None:

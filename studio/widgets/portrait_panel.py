@@ -1,15 +1,16 @@
-"""Portrait: open (dialog or drag-and-drop), thumbnail, the engine's verdict inline, recent files."""
+"""Portrait: open (dialog; the window takes dropped images), thumbnail, the engine's verdict
+inline, recent files. The thumbnail and the recents show only portraits the engine accepted."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QStringListModel, Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import QFileDialog, QLabel, QListView, QPushButton, QVBoxLayout, QWidget
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
-THUMB = 160
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+THUMB = 128
+VERDICT_MARKS = {"checking": ("… ", "color: palette(text);"), "ok": ("✓ ", "color: #3a9d5d;"),
+                 "refused": ("✗ ", "color: #d9534f; font-weight: bold;")}
 
 
 class PortraitPanel(QWidget):
@@ -17,30 +18,31 @@ class PortraitPanel(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.setAcceptDrops(True)
-        self.thumbnail = QLabel("drop a portrait here\n(PNG, JPEG, WebP)")
+        self.thumbnail = QLabel("drop a portrait\non the window\n(PNG, JPEG, WebP)")
         self.thumbnail.setAlignment(Qt.AlignCenter)
         self.thumbnail.setFixedSize(THUMB, THUMB)
         self.thumbnail.setStyleSheet("border: 1px dashed palette(mid);")
         self.open_button = QPushButton("Open portrait…")
-        self.open_button.clicked.connect(self._open_dialog)
+        self.open_button.clicked.connect(self.open_dialog)
         self.verdict = QLabel("")
         self.verdict.setWordWrap(True)
+        self.verdict.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.recent_model = QStringListModel()
         self.recent_view = QListView()
         self.recent_view.setModel(self.recent_model)
-        self.recent_view.setMaximumHeight(110)
+        self.recent_view.setMaximumHeight(80)
         self.recent_view.setToolTip("recent portraits: double-click to use one again")
         self.recent_view.doubleClicked.connect(lambda index: self.portrait_chosen.emit(
             self.recent_model.data(index, Qt.DisplayRole)))
         layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
         for widget in (self.thumbnail, self.open_button, self.verdict, QLabel("Recent:"), self.recent_view):
             layout.addWidget(widget)
         layout.addStretch(1)
 
-    def _open_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open portrait", "",
-                                              "Images (*.png *.jpg *.jpeg *.webp)")
+    def open_dialog(self) -> None:
+        patterns = " ".join(f"*{suffix}" for suffix in IMAGE_SUFFIXES)
+        path, _ = QFileDialog.getOpenFileName(self, "Open portrait", "", f"Images ({patterns})")
         if path:
             self.portrait_chosen.emit(path)
 
@@ -53,28 +55,11 @@ class PortraitPanel(QWidget):
             THUMB, THUMB, Qt.KeepAspectRatio, Qt.SmoothTransformation))
         self.thumbnail.setToolTip(path)
 
-    def show_verdict(self, ok: bool, message: str) -> None:
-        self.verdict.setText(("✓ " if ok else "✗ ") + message)
-        self.verdict.setStyleSheet("color: #3a9d5d;" if ok else "color: #d9534f; font-weight: bold;")
+    def show_verdict(self, kind: str, message: str) -> None:
+        """`kind`: "checking", "ok" or "refused" (studio.session.session_model.VERDICTS)."""
+        mark, style = VERDICT_MARKS[kind]
+        self.verdict.setText(mark + message)
+        self.verdict.setStyleSheet(style)
 
     def show_recent(self, paths: list[str]) -> None:
         self.recent_model.setStringList(paths)
-
-    # -- drag and drop ---------------------------------------------------------------------------
-    @staticmethod
-    def _dropped_image(mime) -> str | None:
-        for url in mime.urls() if mime.hasUrls() else []:
-            path = url.toLocalFile()
-            if Path(path).suffix.lower() in IMAGE_SUFFIXES:
-                return path
-        return None
-
-    def dragEnterEvent(self, event) -> None:
-        if self._dropped_image(event.mimeData()):
-            event.acceptProposedAction()
-
-    def dropEvent(self, event) -> None:
-        path = self._dropped_image(event.mimeData())
-        if path:
-            event.acceptProposedAction()
-            self.portrait_chosen.emit(path)

@@ -1,4 +1,5 @@
-"""The live avatar view: paints the frame due now, scaled to fit, with a state overlay."""
+"""The live avatar view: paints the frame due now, scaled to fit, with the studio's status written
+over it whenever frames are not playing (StudioStatus.overlay)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,19 +7,14 @@ from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QColor, QImage, QPainter
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from studio.session.studio_state import StudioState
-
-OVERLAY_STATES = {StudioState.CATCHING_UP: "catching up…", StudioState.ENGINE_RESTARTING: "engine restarting…",
-                  StudioState.RECONNECTING: "reconnecting to the engine…", StudioState.OPENING: "preparing the avatar…",
-                  StudioState.WAITING_FOR_PORTRAIT: "open a portrait to start",
-                  StudioState.NO_ENGINE: "no engine running",
-                  StudioState.SESSION_FAILED: "session failed: see the engine panel"}
+OVERLAY_MARGIN = 12
+MIN_SIZE = (256, 144)  # px: on a 720-pixel screen with a problem showing, the graphs keep their room too
 
 
 class VideoView(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.setMinimumSize(240, 240)
+        self.setMinimumSize(*MIN_SIZE)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         self.setAttribute(Qt.WA_OpaquePaintEvent)
         self._image: QImage | None = None
@@ -36,8 +32,8 @@ class VideoView(QWidget):
         self.frame_index = index
         self.update()
 
-    def set_state(self, state: StudioState) -> None:
-        self.overlay = OVERLAY_STATES.get(state, "")
+    def set_overlay(self, text: str) -> None:
+        self.overlay = text
         self.update()
 
     def paintEvent(self, event) -> None:
@@ -54,7 +50,11 @@ class VideoView(QWidget):
         if self.overlay:
             painter.setPen(QColor(255, 210, 80))
             font = painter.font()
-            font.setPointSize(max(10, self.height() // 30))
+            font.setPointSize(max(10, min(18, self.height() // 30)))
             painter.setFont(font)
-            painter.drawText(self.rect().adjusted(0, 0, 0, -12), Qt.AlignHCenter | Qt.AlignBottom, self.overlay)
+            area = self.rect().adjusted(OVERLAY_MARGIN, 0, -OVERLAY_MARGIN, -OVERLAY_MARGIN)
+            flags = Qt.AlignHCenter | Qt.AlignBottom | Qt.TextWordWrap
+            band = painter.boundingRect(area, flags, self.overlay).adjusted(-8, -4, 8, 4)
+            painter.fillRect(band, QColor(0, 0, 0, 170))  # readable over any picture
+            painter.drawText(area, flags, self.overlay)
         painter.end()

@@ -45,9 +45,11 @@ def studio(qtbot, tmp_path):
     link = EngineLink(EngineSupervisor(address=f"ipc://{tmp_path}/run/studio.sock"))
     model = SessionModel(link)
     window = MainWindow(model, open_store(str(tmp_path / "settings.ini")))
+    window.set_recordings_folder(str(tmp_path / "recordings"))  # never the user's Videos folder
     qtbot.addWidget(window)
     window.show()
     yield window
+    window.quit_confirmed = True  # a recording a test left running is finished without asking
     window.close()
 
 

@@ -87,7 +87,9 @@ def test_virtual_camera_sends_the_frame_being_heard(studio, qtbot, short_speech,
     backend_skips = [model.outputs.virtual_camera.frames_skipped]
     model.outputs.stop_virtual_camera()
     sends = [(t, idx, p) for t, idx, p in _sent_indexes(backend, log) if p[0] >= 0]
-    assert len(sends) >= 60, f"only {len(sends)} new frames reached the camera in 4 s"
+    # enough frames to judge by; how many of the 100 the camera thread gets to send depends on the
+    # machine's load (51 on a saturated 2-core machine), which frame it sends does not
+    assert len(sends) >= 30, f"only {len(sends)} new frames reached the camera in 4 s"
     unmatched = [t for t, idx, _ in sends if not idx]
     assert not unmatched, f"{len(unmatched)} camera frames are no frame of the session"
     ambiguous = sum(len(idx) > 1 for _, idx, _ in sends)
@@ -161,8 +163,9 @@ def test_virtual_microphone_voice_and_camera_mouth_agree(virtual_mic, studio, qt
     """The voice goes to the virtual microphone's sink (picked in the audio panel); what its
     monitor hears and what the virtual camera shows must agree within one frame (40 ms)."""
     combo = studio.audio.output_device
+    qtbot.waitUntil(lambda: combo.findData(f"pulse:{virtual_mic}") >= 0, timeout=10_000)  # listed off the UI thread
     index = combo.findData(f"pulse:{virtual_mic}")
-    assert index >= 0 and combo.itemText(index) == "FlashTalk-Speaker (PulseAudio sink)"
+    assert combo.itemText(index) == "FlashTalk-Speaker (virtual microphone)"
     combo.setCurrentIndex(index)
     combo.activated.emit(index)
     model = studio.model
@@ -230,6 +233,7 @@ def test_a_sink_made_after_start_is_listed_on_refresh_and_the_choice_kept(pulse_
     """A virtual microphone made while the studio runs (troubleshooting.md's null sink) appears
     when the user presses Refresh; the voice output already chosen stays chosen."""
     combo = studio.audio.output_device
+    qtbot.waitUntil(studio.audio.refresh_devices.isEnabled, timeout=10_000)  # the first listing is done
     combo.setCurrentIndex(combo.findData(""))  # "default output"
     assert combo.findData("pulse:flashtalk_late") < 0
     module = subprocess.run(["pactl", "load-module", "module-null-sink", "sink_name=flashtalk_late",
@@ -239,7 +243,7 @@ def test_a_sink_made_after_start_is_listed_on_refresh_and_the_choice_kept(pulse_
         qtbot.mouseClick(studio.audio.refresh_devices, Qt.LeftButton)
         qtbot.waitUntil(lambda: combo.findData("pulse:flashtalk_late") >= 0, timeout=10_000)
         qtbot.waitUntil(studio.audio.refresh_devices.isEnabled, timeout=10_000)
-        assert combo.itemText(combo.findData("pulse:flashtalk_late")) == "Late-Speaker (PulseAudio sink)"
+        assert combo.itemText(combo.findData("pulse:flashtalk_late")) == "Late-Speaker (virtual microphone)"
         assert combo.currentData() == ""
         late = combo.findData("pulse:flashtalk_late")
         combo.setCurrentIndex(late)

@@ -6,11 +6,10 @@ import signal
 import subprocess
 import sys
 
-import psutil
 import pytest
 
 from avkit.mp4_writer import probe_mp4
-from tests.conftest import process_alive, wait_for
+from tests.conftest import engine_children, process_alive, wait_for
 
 from .conftest import ASSETS, ROOT, write_wav
 
@@ -110,7 +109,7 @@ def test_a_killed_studio_takes_its_engine_with_it(tmp_path):
     engine = None
     try:
         wait_for(sock.exists, timeout=60)
-        [engine] = [p for p in psutil.Process(studio.pid).children() if p.cmdline()[1:3] == ["-m", "engine"]]
+        [engine] = engine_children(studio.pid)
         studio.kill()
         studio.wait(10)
         wait_for(lambda: not process_alive(engine.pid), timeout=20)

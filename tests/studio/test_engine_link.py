@@ -2,8 +2,9 @@
 engine's own parser accepts.
 
 Its other behaviour (sessions, restarts, reconnects) is tested against a real engine in
-test_studio_session.py and test_cli.py; here a ZeroMQ ROUTER stands in for the engine so that the
-test can see each message the studio sends, and when.
+test_studio_session.py and test_cli.py; here a ZeroMQ ROUTER (behind the engine's token check) stands
+in for the engine so that the test can see each message the studio sends, and when. And an
+attached studio with the wrong token file says so, in the engine panel's line.
 """
 from __future__ import annotations
 
@@ -15,19 +16,26 @@ import zmq
 
 from engine.cli import build_parser
 from engine.protocol import decode, encode
-from engine.protocol.address import write_token
+from engine.protocol.address import new_token, write_token
 from engine.protocol.client import HEARTBEAT_S
+from engine.protocol.engine_state import EngineState
 from engine.protocol.messages import Heartbeat, HeartbeatAck, Hello, Welcome
+from engine.server.token_check import TokenCheck, require_token
+from studio.engine_link.link import EngineLink
 from studio.engine_link.options import EngineOptions
 from studio.engine_link.worker import EngineWorker
 
 LISTEN_S = 4.5
 
 
-def heartbeat_times(address: str, listen_s: float) -> list[float]:
+def heartbeat_times(address: str, token: str, listen_s: float) -> list[float]:
     """Serve hello and heartbeats like an engine for `listen_s`; when each heartbeat arrived."""
-    router = zmq.Context.instance().socket(zmq.ROUTER)
+    ctx = zmq.Context()  # its own: the token check's handler serves this context's sockets
+    check = TokenCheck(ctx, token)
+    check.start()
+    router = ctx.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
+    require_token(router)
     router.bind(address)
     worker = EngineWorker(address)
     thread = threading.Thread(target=worker.run, name="engine-worker", daemon=True)
@@ -49,6 +57,8 @@ def heartbeat_times(address: str, listen_s: float) -> list[float]:
         worker.stop()
         thread.join(5)
         router.close()
+        check.stop()
+        ctx.term()
     return beats
 
 
@@ -56,8 +66,9 @@ def test_an_idle_studio_sends_one_heartbeat_per_period(tmp_path, qapp):
     """The worker used to beat on its own clock beside the client's: two heartbeats ~10 ms apart
     every second. Now only the client beats, when nothing else was sent for HEARTBEAT_S."""
     address = f"ipc://{tmp_path}/engine.sock"
-    write_token(address)
-    beats = heartbeat_times(address, LISTEN_S)
+    token = new_token()
+    write_token(address, token)
+    beats = heartbeat_times(address, token, LISTEN_S)
     assert len(beats) >= 2, "the studio must keep an idle connection alive"
     gaps = np.diff(beats)
     assert gaps.min() > 0.5 * HEARTBEAT_S, f"heartbeats {np.round(gaps, 3).tolist()} s apart"
@@ -70,3 +81,21 @@ def test_a_child_engines_command_line_is_one_the_engine_parses():
     assert str(args.model) == options.model_dir and args.parent_pid > 0
     puppet = build_parser().parse_args(EngineOptions().serve_args("ipc:///tmp/studio.sock"))
     assert puppet.backend == EngineOptions().backend == "puppet" and puppet.gpus == EngineOptions().gpus
+
+
+def test_an_attached_studio_with_the_wrong_token_says_the_engine_refused_it(engine, tmp_path, qtbot):
+    """The engine's handshake refuses a wrong token without a word; the studio's line says why (not
+    "stopped answering") and it keeps retrying, as for any lost attached engine."""
+    wrong = tmp_path / "other.token"
+    wrong.write_text(new_token() + "\n")
+    wrong.chmod(0o600)
+    link = EngineLink()
+    lines: list[str] = []
+    link.state_changed.connect(lambda state, line: lines.append(line) if state is EngineState.RECONNECTING else None)
+    try:
+        link.start(EngineOptions(attach_address=engine.address, token_file=str(wrong)))
+        qtbot.waitUntil(lambda: bool(lines), timeout=30_000)
+    finally:
+        link.shutdown()
+    assert "did not accept our token" in lines[0] and str(wrong) in lines[0] and "\n" not in lines[0]
+    assert not link.is_connected

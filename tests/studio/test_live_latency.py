@@ -18,7 +18,7 @@ import pytest
 
 from avkit.mp4_writer import probe_mp4
 from studio.live_latency import LiveLatency
-from tests.conftest import wait_for
+from tests.conftest import engine_children, wait_for
 
 from .conftest import ASSETS, ROOT, write_wav
 from .test_cli import ENV
@@ -86,7 +86,7 @@ def test_a_stalled_engine_is_skipped_to_live_audio_and_frames_together(studio, q
     assert playout.stats.skipped_s > 0 and playout.schedule.skipped > 0
     assert "skipped" in studio.summary.text()
     assert any("to stay live" in n for n in notices)
-    qtbot.waitUntil(lambda: "skipped 0.0 s" not in studio.live_status.numbers.text(), timeout=5_000)
+    qtbot.waitUntil(lambda: "skipped 0.0 s" not in studio.live_status.numbers.full_text, timeout=5_000)
     assert studio.live_status.warning.isVisible() and "skipped" in studio.live_status.warning.text()
     assert playout.schedule.waiting() <= (latency.skip_over_s + latency.keep_s) * 25  # memory stays flat
 
@@ -137,7 +137,7 @@ def cpu_hog():
 
 def _engine_child(studio: subprocess.Popen) -> psutil.Process:
     def find():
-        kids = [p for p in psutil.Process(studio.pid).children() if p.cmdline()[1:3] == ["-m", "engine"]]
+        kids = engine_children(studio.pid)
         return kids[0] if kids else None
     return wait_for(find, timeout=60)
 

@@ -44,9 +44,9 @@ def test_the_live_row_shows_the_sessions_numbers(studio, qtbot, short_speech):
     model.sources.load_file_now(short_speech)
     model.sources.play_file()
     target = model.playout.latency.target_s
-    row = studio.live_status.numbers
-    qtbot.waitUntil(lambda: "latency —" not in row.text() and "factor —" not in row.text(), timeout=20_000)
-    text = row.text()
+    row = studio.live_status.numbers  # the whole line (cut with "…" where the row is narrow)
+    qtbot.waitUntil(lambda: "latency —" not in row.full_text and "factor —" not in row.full_text, timeout=20_000)
+    text = row.full_text
     assert f"target {target:.2f} s" in text
     assert f"profile {facts['profile'] or '—'}" in text  # "—": an engine that does not say
     latency = float(text.split("latency ")[1].split(" s")[0])

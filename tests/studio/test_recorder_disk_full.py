@@ -83,24 +83,27 @@ def test_recorder_stops_on_a_full_disk_and_keeps_every_whole_second(tmp_path):
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this system")
 def test_disk_full_before_the_first_fragment_keeps_nothing_and_stops_the_recording_in_the_studio(
         studio, qtbot, tmp_path):
-    """ENOSPC at the first write: the studio stops recording by itself and says why in the status bar."""
+    """ENOSPC at the first write: the studio stops recording by itself and says why, in the status
+    bar and in a problem that stays."""
     path = tmp_path / "rec.mp4"
     partial = tmp_path / f"rec.partial-{os.getpid()}.mp4"  # the recorder's working file, on a full "disk"
     partial.symlink_to("/dev/full")
     model = studio.model
-    studio.actions["record"].setChecked(True)
-    model.outputs.start_recording(path)
+    assert model.outputs.start_recording(path) == ""
+    assert studio.actions["record"].isChecked() and studio.controls.record_button.isChecked()
     recorder = model.outputs.recorder
     for _ in range(4):  # the first fragment (1 s) is written once the next one starts
         recorder.write(np.full((25, 96, 128, 3), 90, np.uint8), np.zeros(25 * 640, np.float32))
     qtbot.waitUntil(lambda: model.outputs.recorder is None, timeout=20_000)
-    assert not studio.actions["record"].isChecked()
+    assert not studio.actions["record"].isChecked() and not studio.controls.rec_lamp.isVisibleTo(studio)
     recorder.wait(10)
     assert recorder.failed
     message = recorder.error
     assert "\n" not in message and "the disk is full (No space left on device)" in message
     assert "nothing could be kept" in message and message.endswith(ONE_LINE_ADVICE)
     qtbot.waitUntil(lambda: studio.statusBar().currentMessage() == message, timeout=10_000)
+    assert message[1:] in model.problems.get("recording").text  # as a sentence
+    assert [card.problem.key for card in studio.problems.cards] == ["recording"] and studio.problems.isVisibleTo(studio)
     assert list(tmp_path.glob("rec*")) == []  # no empty or broken file, and the partial name is gone
 
 

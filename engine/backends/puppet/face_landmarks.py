@@ -10,6 +10,8 @@ outer lips 48-59, inner lips 60-67.
 from __future__ import annotations
 
 import importlib.util
+import math
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,6 +22,8 @@ from engine.backends.base import BackendUnavailable
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 DETECT_MAX_SIDE = 800  # larger images are scaled down for the (slow) face detector
 UPSAMPLE_RETRIES = (0, 1)  # try the detector at native scale, then upsampled once (small faces)
+DETECTOR_WINDOW_PX = 80  # dlib's HOG detector sees faces of at least its 80x80 window, halved per upsample
+_detector_lock = threading.Lock()  # a portrait check and a session opening may detect at the same time
 
 INNER_GAP_PAIRS = ((61, 67), (62, 66), (63, 65))  # upper / lower inner-lip points facing each other
 EYE_OUTER_CORNERS = (36, 45)
@@ -38,7 +42,7 @@ def predictor_path() -> Path:
 
 
 @lru_cache(maxsize=1)
-def _models():
+def load_face_models():
     """(detector, predictor), loaded once per process (the predictor file is ~100 MB)."""
     try:
         import dlib
@@ -49,23 +53,31 @@ def _models():
 
 def detect_face_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
     """Largest frontal face in an RGB uint8 [H, W, 3] image as (x0, y0, x1, y1), or None."""
-    detector, _ = _models()
+    detector, _ = load_face_models()
     scale = min(1.0, DETECT_MAX_SIDE / max(image.shape[:2]))
     small = image if scale == 1.0 else _downscale(image, scale)
     small = np.ascontiguousarray(small)
     for upsample in UPSAMPLE_RETRIES:
-        rects = detector(small, upsample)
+        with _detector_lock:
+            rects = detector(small, upsample)
         if len(rects):
             best = max(rects, key=lambda r: r.width() * r.height())
             return tuple(round(v / scale) for v in (best.left(), best.top(), best.right(), best.bottom()))
     return None
 
 
+def smallest_face_px(width: int, height: int) -> int:
+    """The narrowest face `detect_face_box` can find in a width x height image."""
+    scale = min(1.0, DETECT_MAX_SIDE / max(width, height))
+    return math.ceil(DETECTOR_WINDOW_PX / 2 ** max(UPSAMPLE_RETRIES) / scale)
+
+
 def landmarks_in_box(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """68 landmarks [68, 2] float32 (x, y) of the face inside `box` (x0, y0, x1, y1)."""
     import dlib
-    _, predictor = _models()
-    shape = predictor(np.ascontiguousarray(image), dlib.rectangle(*(int(v) for v in box)))
+    _, predictor = load_face_models()
+    with _detector_lock:
+        shape = predictor(np.ascontiguousarray(image), dlib.rectangle(*(int(v) for v in box)))
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
 
 

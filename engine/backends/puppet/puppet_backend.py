@@ -24,7 +24,12 @@ from engine.backends.base import (
     StreamPlan,
 )
 from engine.backends.puppet.audio_drive import AudioDrive, AudioDriveConfig
-from engine.backends.puppet.face_landmarks import detect_face_box, landmarks_in_box
+from engine.backends.puppet.face_landmarks import (
+    detect_face_box,
+    landmarks_in_box,
+    load_face_models,
+    smallest_face_px,
+)
 from engine.backends.puppet.face_rig import Expression, FaceRig
 from engine.backends.puppet.idle_motion import IdleMotion
 from engine.backends.puppet.mouth_interior import MouthInterior
@@ -33,8 +38,13 @@ from engine.protocol.backend_names import BackendName
 from engine.protocol.messages import SessionSettings
 from engine.protocol.stages import Stage
 
-NO_FACE = ("no face found in the portrait: use a well-lit, front-facing photo "
-           "with one face at least 80 pixels wide")
+
+def no_face_message(width: int, height: int) -> str:
+    """Why a portrait was refused, with the face size that counts in this picture (a large photo's
+    face is not too small just because a small photo's would be)."""
+    return (f"no face found in the portrait: use a well-lit photo of one face looking at the camera, "
+            f"not stretched, turned or covered (in this {width}x{height} picture a face must be at least "
+            f"{smallest_face_px(width, height)} pixels wide)")
 
 
 @dataclass(frozen=True)
@@ -53,9 +63,7 @@ DEFAULTS = PuppetDefaults()
 class PuppetStream(AvatarStream):
     def __init__(self, portrait: np.ndarray, size: tuple[int, int], chunk_frames: int, seed: int):
         t0 = time.perf_counter()
-        box = detect_face_box(portrait)
-        if box is None:
-            raise PortraitError(NO_FACE)
+        box = find_face(portrait)
         marks = landmarks_in_box(portrait, box)
         lo, hi = marks.min(axis=0), marks.max(axis=0)
         self.face_box = tuple(round(v) for v in (*lo, *hi))
@@ -108,6 +116,14 @@ class PuppetBackend(Backend):
 
     def __init__(self, options: BackendOptions | None = None):
         self.options = options or BackendOptions()  # engine-wide GPU options do not apply here
+        # The face models load here, before `serve` says ready: loading the 100 MB predictor holds
+        # the GIL for seconds, which during a session (or a portrait check) would freeze the
+        # server loop long enough for a client to think the engine hung.
+        load_face_models()
+
+    def check_portrait(self, portrait: np.ndarray) -> tuple[int, int, int, int]:
+        _check_rgb(portrait)
+        return find_face(portrait)
 
     def plan(self, settings: SessionSettings) -> StreamPlan:
         return StreamPlan(chunk_frames(settings), (only_profile(output_size(settings)),))
@@ -118,9 +134,7 @@ class PuppetBackend(Backend):
         plan = self.plan(settings)
         if profile is not None:
             plan.profile(profile)  # one profile: anything else is a SettingsError
-        if not (isinstance(portrait, np.ndarray) and portrait.ndim == 3 and portrait.shape[2] == 3
-                and portrait.dtype == np.uint8):
-            raise PortraitError("the portrait must be an RGB image (8 bits per channel)")
+        _check_rgb(portrait)
         return PuppetStream(portrait, output_size(settings), plan.chunk_frames,
                             DEFAULTS.seed if settings.seed is None else int(settings.seed))
 
@@ -128,6 +142,20 @@ class PuppetBackend(Backend):
 def only_profile(size: tuple[int, int]) -> QualityProfile:
     """The puppet's work per frame is one warp: it has no quality to trade, so one profile."""
     return QualityProfile(f"{size[0]}x{size[1]}", *size)
+
+
+def find_face(portrait: np.ndarray) -> tuple[int, int, int, int]:
+    """The face box (x0, y0, x1, y1) in portrait pixels; PortraitError when there is none."""
+    box = detect_face_box(portrait)
+    if box is None:
+        raise PortraitError(no_face_message(portrait.shape[1], portrait.shape[0]))
+    return box
+
+
+def _check_rgb(portrait: np.ndarray) -> None:
+    if not (isinstance(portrait, np.ndarray) and portrait.ndim == 3 and portrait.shape[2] == 3
+            and portrait.dtype == np.uint8):
+        raise PortraitError("the portrait must be an RGB image (8 bits per channel)")
 
 
 def output_size(settings: SessionSettings) -> tuple[int, int]:

@@ -111,10 +111,15 @@ class FlashTalkDiT(ModelMixin, ConfigMixin):
         """A 2-layer, width-64 config with the same structure, for tests and the tiny checkpoint."""
         return {**cls.official_config(), **TINY_OVERRIDES}
 
-    def set_attention_backend(self, name: str | None) -> str:
-        """Pin the attention kernel for this model's device (None: the fastest that runs)."""
+    def set_attention_backend(self, name: str | None, compute_dtype: torch.dtype | None = None) -> str:
+        """Pin the attention kernel for this model's device (None: the fastest that runs).
+
+        `compute_dtype` is the dtype attention runs in when it differs from the stored weights'
+        (training keeps float32 masters and computes in bf16: probing in float32 would rule out
+        cuDNN, the fastest bf16 kernel on Hopper).
+        """
         weight = self.patch_embedding.weight
-        self.attention_backend = choose_backend(name, weight.device, weight.dtype)
+        self.attention_backend = choose_backend(name, weight.device, compute_dtype or weight.dtype)
         return self.attention_backend
 
     # -- forward ---------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def load_for_training(model_dir: Path, world: TrainWorld, options: RunOptions, t
             dtype = torch.float32 if trainable else PRECISIONS[options.precision]
             full = load_dit(model_dir, device="cpu", dtype=dtype).state_dict()
         set_model_state_dict(dit, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
-    dit.set_attention_backend(None)
+    dit.set_attention_backend(None, compute_dtype=PRECISIONS[options.precision])
     return dit
 
 
