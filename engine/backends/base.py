@@ -69,7 +69,7 @@ class StreamPlan:
 
 @dataclass
 class ChunkResult:
-    frames: np.ndarray  # [N, H, W, 3] uint8, N == stream.chunk_frames
+    frames: np.ndarray  # [N, H, W, 3] uint8, N == the stream's next_chunk_frames before the call
     timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
 
 
@@ -78,7 +78,7 @@ class AvatarStream(ABC):
 
     width: int
     height: int
-    chunk_frames: int  # new frames produced by each generate() call
+    chunk_frames: int  # new frames produced by each generate() call (the first may make fewer)
     context_samples: int  # audio samples generate() wants, ending at the chunk's last sample
     prepare_ms: float = 0.0
     face_box: tuple[int, int, int, int] | None = None  # in portrait pixels
@@ -90,6 +90,12 @@ class AvatarStream(ABC):
 
         `idle` is True when live mode filled silence because no audio arrived in time.
         """
+
+    @property
+    def next_chunk_frames(self) -> int:
+        """New frames the next generate() call makes: chunk_frames, except for a backend whose
+        first chunk is shorter (its frames come sooner); the session cuts its timeline by it."""
+        return self.chunk_frames
 
     def memory_report(self) -> dict:
         """Peak memory figures for reports (`flashtalk bench`); none by default."""
@@ -177,6 +183,10 @@ class Backend(ABC):
 
     warms_up_by_default = False  # `serve` warms up before `ready` unless told otherwise
     gpus = 0  # GPUs a session computes on (the engine's welcome reports it)
+
+    def start_report(self) -> dict:
+        """What starting this engine built or reused (benchmarks record it); nothing by default."""
+        return {}
 
     def memory_plan_report(self) -> dict | None:
         """What sits where in device memory and what it costs (benchmarks record it); None: no plan."""

@@ -45,16 +45,21 @@ def _as_backend_errors():
         raise BACKEND_ERRORS.get(type(exc), BackendError)(str(exc)) from None
 
 
-def stream_settings(settings: SessionSettings) -> StreamSettings:
+def stream_settings(settings: SessionSettings, first_chunk_frames: int = 0) -> StreamSettings:
     """The session's choices over the official defaults (its top quality profile); SettingsError
-    (one line) for impossible ones."""
+    (one line) for impossible ones. A live session's first chunk makes `first_chunk_frames` new
+    frames (the engine's --first-chunk-frames) when that is shorter than its other chunks; a file
+    session's chunks are all full length, as the reference makes them."""
     motion = settings.motion_frames or StreamSettings.motion_frames
     try:
-        return StreamSettings().with_overrides(
+        top = StreamSettings().with_overrides(
             width=settings.width, height=settings.height, steps=settings.steps, seed=settings.seed,
             prompt=settings.prompt, motion_frames=settings.motion_frames,
             frame_num=settings.chunk_frames + motion if settings.chunk_frames else None,
             color_correction=settings.color_correction)
+        if settings.mode == "live" and 0 < first_chunk_frames < top.new_frames:
+            top = replace(top, first_chunk_frames=first_chunk_frames).validate()
+        return top
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
 
@@ -76,6 +81,10 @@ class FlashTalkStream(AvatarStream):
         self.chunk_frames = s.new_frames
         self.context_samples = s.window_samples
         self.prepare_ms = sum(state.prepare_ms.values())
+
+    @property
+    def next_chunk_frames(self) -> int:
+        return self.state.settings.new_frames_of_chunk(self.state.chunks)
 
     def generate(self, audio: np.ndarray, idle: bool = False) -> ChunkResult:
         with _as_backend_errors():
@@ -119,14 +128,18 @@ class FlashTalkBackend(Backend):
     def memory_plan_report(self) -> dict:
         return self.memory_plan.as_dict()
 
+    def start_report(self) -> dict:
+        with _as_backend_errors():
+            return self.runtime.start_report()
+
     def warm_up(self, settings: SessionSettings | None = None) -> float:
         """Two chunks of silence at the sessions' default size and prompt (FlashTalkRuntime.warm_up),
         then one measured chunk (two on a GPU) per size of its quality ladder, so a live session
         chooses its profile at once and finds every size's kernels (and graphs) ready."""
         t0 = time.perf_counter()
-        top = stream_settings(settings or SessionSettings())
+        top = self._stream_settings(settings or SessionSettings())
         with _as_backend_errors():
-            self.runtime.warm_up(top)
+            self.runtime.warm_up(top)  # a short first chunk and full ones: both graphs with --compile
         for width, height in dict.fromkeys((p.width, p.height) for p in self._plan(top).profiles):
             self._measure_size(replace(top, width=width, height=height))
         return time.perf_counter() - t0
@@ -134,12 +147,15 @@ class FlashTalkBackend(Backend):
     def _plan(self, top: StreamSettings) -> StreamPlan:
         return stream_plan(top, one_size=self.options.compile)
 
+    def _stream_settings(self, settings: SessionSettings) -> StreamSettings:
+        return stream_settings(settings, self.options.first_chunk_frames)
+
     def plan(self, settings: SessionSettings) -> StreamPlan:
-        return self._plan(stream_settings(settings))
+        return self._plan(self._stream_settings(settings))
 
     def open_stream(self, portrait: np.ndarray, settings: SessionSettings,
                     on_stage: StageCallback | None = None, profile: str | None = None) -> FlashTalkStream:
-        top = stream_settings(settings)
+        top = self._stream_settings(settings)
         plan = self._plan(top)
         start = plan.profile(profile) if profile else plan.profiles[0]
         first = replace(top, width=start.width, height=start.height, steps=start.steps)

@@ -27,6 +27,10 @@ RANDOM_WEIGHT_MODELS = ("14b",)  # benchmarks: this model's shapes with random w
 DEFAULT_GPUS = 1  # GPUs for one session (flashtalk); more run the engine under torchrun
 MIN_GPUS = 1
 DEFAULT_RANK_TIMEOUT_S = 120.0  # long enough for a first-chunk compile
+# flashtalk live sessions: new frames of the first chunk (4 + 5 motion frames = 9 generated, 3 latent
+# frames), so the first frames come after a third of a chunk's work and 0.16 s of audio; 0: full length.
+DEFAULT_FIRST_CHUNK_FRAMES = 4
+FIRST_CHUNK_STEP = 4  # the VAE's temporal stride: a chunk's frames are 4k+1 with its 4k+1 motion frames
 # --offload: what waits in host memory (engine.flashtalk.runtime.memory_plan plans each level).
 OFFLOAD_LEVELS = ("none", "encoders", "blocks", "all")
 NO_OFFLOAD = "none"
@@ -79,6 +83,10 @@ class BackendOptions:
                                         "weights on the device (--model then only needs the tokenizer, e.g. a "
                                         "`models make-tiny` folder)", choices=RANDOM_WEIGHT_MODELS,
                                         commands=("bench",))
+    first_chunk_frames: int = option(DEFAULT_FIRST_CHUNK_FRAMES, "--first-chunk-frames", "flashtalk: new frames "
+                                     "of a live session's first chunk, a multiple of 4 (fewer than the others: "
+                                     "the first frames come sooner); 0: full length. File sessions (renders, "
+                                     "reference checks) always make full chunks", type=int, metavar="N")
     rank_timeout_s: float = option(DEFAULT_RANK_TIMEOUT_S, "--rank-timeout", "with --gpus N: end the engine "
                                    "when a rank hangs this many seconds", type=float, metavar="S")
 
@@ -88,6 +96,9 @@ class BackendOptions:
             raise ValueError(f"{flag_of('gpus')} must be at least {MIN_GPUS}")
         if not self.rank_timeout_s > 0:
             raise ValueError(f"{flag_of('rank_timeout_s')} must be a positive number of seconds")
+        if self.first_chunk_frames < 0 or self.first_chunk_frames % FIRST_CHUNK_STEP:
+            raise ValueError(f"{flag_of('first_chunk_frames')} must be 0 (full length) or a multiple of "
+                             f"{FIRST_CHUNK_STEP} (e.g. {DEFAULT_FIRST_CHUNK_FRAMES}), not {self.first_chunk_frames}")
         if self.gpu_memory_gb is not None and not 0 < self.gpu_memory_gb < math.inf:
             raise ValueError(f"{flag_of('gpu_memory_gb')} must be a positive number of GiB, e.g. 22")
         return self

@@ -5,6 +5,10 @@ and runs one chunk at a time, so socket I/O never waits for the GPU. Frame k pre
 [k*spf, (k+1)*spf): every chunk is cut from that single timeline, whatever the block sizes, rates
 or gaps of the incoming audio.
 
+A backend's first chunk may be shorter than the others (`AvatarStream.next_chunk_frames`): its
+frames come sooner, and the timeline goes on from its end, so frame k still presents samples
+[k*spf, (k+1)*spf).
+
 Live sessions keep a latency contract (latency_contract.py): a governor (governor.py) picks the
 quality profile that keeps up, from chunk times measured when the session opens and re-checked
 after every chunk, and audio that has waited longer than the target allows is skipped, counted,
@@ -283,7 +287,7 @@ class LiveSession:
     def _step(self) -> bool:
         """Wait for the next chunk's audio (or idle/end), generate it. False when done."""
         assert self.stream is not None
-        n = self.stream.chunk_frames
+        n = self.stream.next_chunk_frames  # the first chunk may be shorter: its frames come sooner
         with self._cond:
             while True:
                 if self._closing:
@@ -308,7 +312,7 @@ class LiveSession:
                     # a pause); only a chunk that received nothing is an idle one.
                     idle = self._ring.total <= self.timeline.frame_start_sample(self._next_frame)
                     self._ring.append(np.zeros(end - self._ring.total, np.float32))
-                    self._schedule_next_idle()
+                    self._schedule_next_idle(n)
                     count = n
                     break
                 self._cond.wait(0.02)
@@ -333,7 +337,8 @@ class LiveSession:
             self._outbox_count += len(frames)
             self._trim_outbox()
             more = count == n or self.state is not SessionState.DRAINING
-            switch = self.governor.observe(elapsed)
+            # A chunk of another length (a short first one) tells nothing about a regular chunk's time.
+            switch = self.governor.observe(elapsed) if n == self.stream.chunk_frames else None
         if switch is not None and more:
             self._switch(switch)
         return more
@@ -356,9 +361,9 @@ class LiveSession:
         now = time.monotonic()
         return now - self._last_audio_wall >= self.limits.idle_gap_s and now >= self._next_idle_at
 
-    def _schedule_next_idle(self) -> None:
+    def _schedule_next_idle(self, frames: int) -> None:
         """Idle chunks are paced at real time on a fixed grid, so they neither drift nor burst."""
-        chunk_s = self.stream.chunk_frames / self.timeline.fps
+        chunk_s = frames / self.timeline.fps
         now = time.monotonic()
         due = self._next_idle_at + chunk_s
         self._next_idle_at = due if now - due < chunk_s else now + chunk_s

@@ -13,14 +13,17 @@ from tests.conftest import ASSETS
 
 
 def stream_speech_frames(backend, settings: SessionSettings, chunks: int) -> np.ndarray:
-    """-> uint8 [chunks, chunk_frames, H, W, 3] for the default portrait saying assets/speech.wav."""
+    """-> uint8 [frames, H, W, 3], `chunks` chunks of the default portrait saying assets/speech.wav,
+    each cut from the timeline where the last one ended (a live session's first chunk may be short)."""
     timeline = Timeline()
     speech = load_audio(ASSETS / "speech.wav")
     ring = AudioRing(capacity=speech.size, sample_rate=timeline.sample_rate)
     ring.append(speech)
     stream = backend.open_stream(load_portrait(ASSETS / "portrait.png"), settings)
-    n = stream.chunk_frames
-    out = [stream.generate(context_window(ring, i * n, n, stream.context_samples, timeline)).frames
-           for i in range(chunks)]
+    out, first = [], 0
+    for _ in range(chunks):
+        n = stream.next_chunk_frames
+        out.append(stream.generate(context_window(ring, first, n, stream.context_samples, timeline)).frames)
+        first += n
     stream.close()
-    return np.stack(out)
+    return np.concatenate(out)

@@ -19,7 +19,7 @@ from engine.flashtalk.weights.checkpoint_layout import MODEL_FOLDER  # noqa: E40
 from engine.protocol.messages import SessionSettings  # noqa: E402
 from tests.conftest import ASSETS, ROOT  # noqa: E402
 
-SIZE = dict(width=64, height=64)
+SIZE = dict(width=64, height=64, mode="file")  # full chunks from the first (test_first_chunk.py: live)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_many_chunks_keep_memory_flat(backend, portrait):
 
 def test_bad_settings_are_one_line_errors(backend, portrait):
     with pytest.raises(SettingsError, match="multiple of 16"):
-        backend.open_stream(portrait, SessionSettings(width=70, height=64))
+        backend.open_stream(portrait, SessionSettings(width=70, height=64, mode="file"))
     with pytest.raises(SettingsError, match="4k\\+1"):
         backend.open_stream(portrait, SessionSettings(chunk_frames=27, **SIZE))
 
@@ -153,7 +153,7 @@ def test_render_through_the_flashtalk_backend(tiny_root, tmp_path):
 
 
 def test_a_profile_switch_keeps_the_output_size_and_carries_the_motion(backend, portrait, speech):
-    settings = SessionSettings(seed=5, width=64, height=64, chunk_frames=8)
+    settings = SessionSettings(seed=5, width=64, height=64, chunk_frames=8, mode="file")
     names = [p.name for p in backend.plan(settings).profiles]
     assert names == ["64x64/4", "64x64/3", "64x64/2", "48x48/2", "32x32/2", "32x32/1"]
     stream = backend.open_stream(portrait, settings)

@@ -17,7 +17,7 @@ from engine.flashtalk.model.dit import FlashTalkDiT
 def compile_dit_blocks(dit: FlashTalkDiT) -> None:
     """Compile each block's forward in place (hooks, names and state-dict keys unchanged)."""
     for block in dit.blocks:
-        block.forward = torch.compile(block.forward)
+        block.forward = torch.compile(block.forward, dynamic=False)  # static: one graph per chunk length
 
 
 def dit_blocks_are_compiled(dit: FlashTalkDiT) -> bool:

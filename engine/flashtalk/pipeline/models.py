@@ -134,8 +134,10 @@ class FlashTalkModels:
             return self.vae.decode(latents)
 
     def dit_forward(self, latent: torch.Tensor, t: torch.Tensor, state, audio: torch.Tensor) -> torch.Tensor:
-        """latent [16, F, h, w] -> float32 velocity [16, F, h, w]."""
-        x = torch.cat([latent.to(self.dtype), state.cond[0]], dim=0)[None]  # [1, 36, F, h, w]
+        """latent [16, F, h, w] -> float32 velocity [16, F, h, w]; F may be fewer latent frames than
+        the conditions hold (a short first chunk): it takes their leading F."""
+        cond = state.cond[0, :, :latent.shape[1]]  # [20, F, h, w]
+        x = torch.cat([latent.to(self.dtype), cond], dim=0)[None]  # [1, 36, F, h, w]
         return self.dit(x, t, state.context, state.clip, audio, parallel=self.parallel)[0]
 
     def memory_report(self) -> dict:

@@ -25,11 +25,22 @@ class StreamSettings:
     prompt: str = DEFAULT_PROMPT
     fps: int = FPS
     sample_rate: int = SAMPLE_RATE
+    first_chunk_frames: int = 0  # new frames of the session's first chunk, fewer so they come sooner; 0: new_frames
 
     @property
     def new_frames(self) -> int:
         """Frames a chunk adds to the stream (28 by default)."""
         return self.frame_num - self.motion_frames
+
+    def for_chunk(self, index: int) -> StreamSettings:
+        """The settings chunk `index` (0: the session's first) is made with: a short first chunk
+        generates first_chunk_frames + motion_frames frames, every later one frame_num."""
+        if index == 0 and self.first_chunk_frames:
+            return replace(self, frame_num=self.first_chunk_frames + self.motion_frames, first_chunk_frames=0)
+        return self
+
+    def new_frames_of_chunk(self, index: int) -> int:
+        return self.for_chunk(index).new_frames
 
     @property
     def latent_frames(self) -> int:
@@ -64,6 +75,12 @@ class StreamSettings:
             raise ValueError(f"steps must be 1..50, got {self.steps}")
         if not 0.0 <= self.color_correction <= 1.0:
             raise ValueError("colour-correction strength must be within 0..1")
+        if self.first_chunk_frames and not (
+                0 < self.first_chunk_frames < self.new_frames
+                and (self.first_chunk_frames + self.motion_frames - 1) % VAE_STRIDE[0] == 0):
+            raise ValueError(f"a first chunk of {self.first_chunk_frames} new frames must be shorter than the "
+                             f"others ({self.new_frames}) and make 4k+1 frames with the {self.motion_frames} "
+                             "motion frames (e.g. 4 or 8)")
         if self.audio_cache_s * self.fps < self.frame_num:
             raise ValueError("the audio window must cover at least one chunk")
         return self

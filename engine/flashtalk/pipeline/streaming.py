@@ -4,7 +4,9 @@ Per chunk (defaults): audio condition from the rolling 8 s window -> 4 denoising
 [16, 9, 96, 56] latents with the motion latents re-imposed after every step -> VAE decode of 33
 frames -> colour correction against the portrait -> VAE re-encode of the last 5 frames as the next
 chunk's motion latents -> emit frames 5..32 (28 new frames). No state but the motion latents and
-the seeded noise generator crosses chunks.
+the seeded noise generator crosses chunks. A live session's first chunk may be shorter (e.g. 9
+frames, 3 latent frames: 4 new frames), so its frames come sooner; its conditions are the leading
+latent frames of the full chunk's (the causal VAE encodes ref + 8 zero frames to exactly those).
 
 Quality profiles (pipeline/profiles.py) switch between chunks: fewer steps take new timesteps; a
 smaller size takes the portrait's conditions at that size (encoded once, then kept) and the last
@@ -149,7 +151,7 @@ class StreamingPipeline:
             else:
                 zeros = torch.zeros(1, 3, s.frame_num - 1, s.height, s.width, device=self.device, dtype=self.dtype)
                 y = m.vae_encode(torch.cat([ref, zeros], dim=2))  # [1, 16, F_lat, h, w]
-                motion = m.vae_encode(ref)  # [1, 16, 1, h, w]
+                motion = y[:, :, :1].clone()  # [1, 16, 1, h, w]: causal, so exactly VAE(ref) alone
         cond = torch.cat([self._first_frame_mask(s), y], dim=1)  # [1, 20, F_lat, h, w]
         return SizeCondition(clip, cond, ref, motion)
 
@@ -195,17 +197,20 @@ class StreamingPipeline:
 
         -> (uint8 [new_frames, H, W, 3], stage -> ms). frames_out=False (follower ranks, whose
         frames nobody sends) skips the device-to-host copy and returns None for the frames.
-        `on_stage` hears of each stage (each denoising step too) as it starts.
+        `on_stage` hears of each stage (each denoising step too) as it starts. The session's first
+        chunk may be short (settings.first_chunk_frames): it runs on the leading latent frames of
+        the same conditions, and its last motion_frames frames become the next chunk's motion
+        latents as any chunk's do.
         """
-        m, s = self.models, state.settings
+        m, s = self.models, state.settings.for_chunk(state.chunks)
         timer = StageTimer(self.device, self.stage_timings, on_start=on_stage)
         with timer(Stage.AUDIO_FEATURES), m.visit("audio_encoder"):
             audio = chunk_audio_embedding(m.audio_encoder, m.normalize_loudness, window,
-                                          s.sample_rate, s.fps, s.frame_num)  # [1, 33, 5, L, D]
+                                          s.sample_rate, s.fps, s.frame_num)  # [1, F, 5, L, D]
             audio = audio.to(self.device, self.dtype)
-        latent = self.denoise(state, audio, timer)
+        latent = self.denoise(state, audio, timer, latent_frames=s.latent_frames)
         with timer(Stage.VAE_DECODE):
-            video = m.vae_decode(latent[None])  # [1, 3, 33, H, W]
+            video = m.vae_decode(latent[None])  # [1, 3, F, H, W]
         with timer(Stage.COLOR_CORRECTION):
             video = match_colors(video, state.reference, s.color_correction)
         with timer(Stage.VAE_ENCODE):
@@ -219,17 +224,19 @@ class StreamingPipeline:
         return frames, timer.ms
 
     @torch.no_grad()
-    def denoise(self, state: StreamState, audio: torch.Tensor, timer: StageTimer | None = None) -> torch.Tensor:
+    def denoise(self, state: StreamState, audio: torch.Tensor, timer: StageTimer | None = None,
+                latent_frames: int | None = None) -> torch.Tensor:
         """Re-noising few-step sampler; motion latents overwrite the leading frames every step.
 
-        audio [1, frames, window, layers, dim] -> latents [16, F_lat, h, w] in the model dtype.
-        As in the reference, the first noise is drawn in the model dtype and every update after
-        the DiT runs in float32 (the DiT returns float32), re-noising with float32 draws from the
-        same device generator - the draws, not only their values, must match to reproduce it.
+        audio [1, frames, window, layers, dim] -> latents [16, F_lat, h, w] in the model dtype
+        (F_lat: `latent_frames`, default the settings' full chunk). As in the reference, the first
+        noise is drawn in the model dtype and every update after the DiT runs in float32 (the DiT
+        returns float32), re-noising with float32 draws from the same device generator - the
+        draws, not only their values, must match to reproduce it.
         """
         s, timer = state.settings, timer or StageTimer(self.device, enabled=False)
         lh, lw = s.latent_hw
-        latent = torch.randn(16, s.latent_frames, lh, lw, dtype=self.dtype, device=self.device,
+        latent = torch.randn(16, latent_frames or s.latent_frames, lh, lw, dtype=self.dtype, device=self.device,
                              generator=state.generator)  # [16, F_lat, h, w]
         latent = impose_motion(latent, state.motion[0])
         for i, t in enumerate(state.t_steps):

@@ -46,7 +46,9 @@ def assemble_models(options: BackendOptions, precision: Precision, device: torch
         if plan.streamed:  # block by block: the streaming hooks run between blocks
             compile_dit_blocks(models.dit)
         else:
-            models.dit = torch.compile(models.dit)
+            # Static graphs: a live session's short first chunk gets its own, and no chunk length
+            # turns the sequence length symbolic (slower kernels, minutes of recompiling).
+            models.dit = torch.compile(models.dit, dynamic=False)
         compile_vae(models.vae)  # per causal step: small graphs shared by every frame count
     return models
 

@@ -30,10 +30,19 @@ def use_compile_cache() -> Path:
     return folder
 
 
-def cache_report() -> str:
-    """'N graphs from the cache, M compiled' since the process started."""
+def cache_counts() -> dict:
+    """Compiled graphs since the process started: loaded from the cache folder, or compiled anew
+    (inductor's FX-graph cache and the AOTAutograd cache in front of it)."""
     from torch._dynamo.utils import counters
 
-    inductor = counters["inductor"]
-    hits, misses = inductor["fxgraph_cache_hit"], inductor["fxgraph_cache_miss"]
-    return f"{hits} compiled graphs loaded from {os.environ.get(INDUCTOR_ENV)}, {misses} compiled anew"
+    inductor, aot = counters["inductor"], counters["aot_autograd"]
+    return {"compile_cache_dir": os.environ.get(INDUCTOR_ENV),
+            "fx_graphs_loaded": inductor["fxgraph_cache_hit"], "fx_graphs_compiled": inductor["fxgraph_cache_miss"],
+            "aot_graphs_loaded": aot["autograd_cache_hit"], "aot_graphs_compiled": aot["autograd_cache_miss"]}
+
+
+def cache_report() -> str:
+    """'N graphs from the cache, M compiled' since the process started."""
+    c = cache_counts()
+    return (f"{c['fx_graphs_loaded']} compiled graphs loaded from {c['compile_cache_dir']}, "
+            f"{c['fx_graphs_compiled']} compiled anew")

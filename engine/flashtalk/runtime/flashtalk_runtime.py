@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from engine.flashtalk.parallel.process_group import close_rank_world
 from engine.flashtalk.pipeline.settings import StreamSettings
 from engine.flashtalk.pipeline.streaming import StreamingPipeline, StreamState
 from engine.flashtalk.runtime.assembly import assemble_models, plan_memory
-from engine.flashtalk.runtime.compile_cache import cache_report
+from engine.flashtalk.runtime.compile_cache import cache_counts, cache_report
 from engine.flashtalk.runtime.memory_plan import HOST_TO_DEVICE_BYTES_PER_S
 from engine.flashtalk.runtime.offload import host_to_device_bytes_per_s
 from engine.flashtalk.runtime.out_of_memory import memory_errors_are_clear
@@ -27,7 +28,8 @@ from engine.flashtalk.runtime.ranks import CommandChannel, LeaderPipeline, follo
 from engine.protocol.engine_options import BackendOptions
 
 WARM_UP_PORTRAIT = 512  # pixels, square; resized to the session size like any portrait
-WARM_UP_CHUNKS = 2  # chunk 0 encodes 1 motion frame, later chunks 5: both graphs get built
+WARM_UP_CHUNKS = 2  # chunk 0 (short, if the settings say so) starts from 1 motion latent, later chunks
+# from 2 and full length: with --compile both chunks' graphs get built
 
 
 class FlashTalkRuntime:
@@ -73,9 +75,10 @@ class FlashTalkRuntime:
             return (self._leader or self.pipeline).switch_profile(state, width, height, steps)
 
     def time_chunks(self, settings: StreamSettings, chunks: int) -> tuple[float, dict[str, float]]:
-        """(wall seconds, stage ms) of the last of `chunks` silent chunks on a timing state."""
+        """(wall seconds, stage ms) of the last of `chunks` silent full-length chunks on a timing
+        state (a short first chunk, if the settings ask for one, would not time a regular chunk)."""
         silence = np.zeros(settings.window_samples, np.float32)
-        state = self.open(None, settings)
+        state = self.open(None, replace(settings, first_chunk_frames=0))
         try:
             for _ in range(chunks):
                 t0 = time.perf_counter()
@@ -120,6 +123,11 @@ class FlashTalkRuntime:
 
     def memory_report(self) -> dict:
         return self.pipeline.models.memory_report()
+
+    def start_report(self) -> dict:
+        """What the engine's start built: with --compile, the graphs loaded from the compile cache
+        and the ones compiled anew."""
+        return {"compiled": self.compiled, **(cache_counts() if self.compiled else {})}
 
     # -- a follower's life -------------------------------------------------------------------------
     def follow(self) -> None:
