@@ -102,6 +102,7 @@ def test_motion_latents_carry_over_between_chunks(backend, portrait, speech):
     assert not np.array_equal(stream.generate(windows[1]).frames, second)
 
 
+@pytest.mark.slow  # a soak: 8 chunks; one session's memory over minutes is tests/test_reliability.py's
 def test_many_chunks_keep_memory_flat(backend, portrait):
     import psutil
     stream = backend.open_stream(portrait, SessionSettings(**SIZE))
