@@ -146,6 +146,8 @@ def test_render_through_the_flashtalk_backend(tiny_root, tmp_path):
                              "--metrics-json", str(metrics)], capture_output=True, text=True, cwd=ROOT,
                             timeout=600)
     assert result.returncode == 0, result.stderr
+    plan = next(line for line in result.stderr.splitlines() if line.startswith("memory plan:"))
+    assert "GPU" not in plan and "in the CPU's memory" in plan, plan  # a CPU engine says where it is
     info = probe_mp4(out)
     assert info.video_frames == 63 and (info.width, info.height) == (64, 64)
     assert abs(info.audio_samples / 16000 - 2.5) < 0.1

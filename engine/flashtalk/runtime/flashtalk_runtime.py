@@ -48,7 +48,8 @@ class FlashTalkRuntime:
         self.load_s = time.perf_counter() - t0
         streams = self.memory_plan.streamed or self.memory_plan.vae_and_audio_on_host
         rate = (host_to_device_bytes_per_s(self.device) if streams else None) or HOST_TO_DEVICE_BYTES_PER_S
-        print(self.memory_plan.describe(rate, options.compile), file=sys.stderr, flush=True)
+        print(self.memory_plan.describe(rate, options.compile, on_cpu=self.device.type == "cpu"), file=sys.stderr,
+              flush=True)
         self.pipeline = StreamingPipeline(models)
         self._leader: LeaderPipeline | None = None
         if self.world and self.world.is_leader:

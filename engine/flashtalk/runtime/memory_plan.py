@@ -184,12 +184,14 @@ class MemoryPlan:
         visits = (2 * self.sizes.vae + self.sizes.audio) / bytes_per_s if self.vae_and_audio_on_host else 0.0
         return stall + visits
 
-    def describe(self, bytes_per_s: float = HOST_TO_DEVICE_BYTES_PER_S, compiled: bool = False) -> str:
+    def describe(self, bytes_per_s: float = HOST_TO_DEVICE_BYTES_PER_S, compiled: bool = False,
+                 on_cpu: bool = False) -> str:
         """One line for the engine's start: what waits where, the predicted peak, the speed cost."""
         asked = " (chosen by --offload auto)" if self.requested == AUTO else ""
         parts = [f"memory plan: --offload {self.level}{asked}"]
         if self.level == "none":
-            parts.append("every network on the GPU (umT5 visits it for a new prompt)")
+            parts.append("every network in the CPU's memory" if on_cpu else
+                         "every network on the GPU (umT5 visits it for a new prompt)")
         else:
             parts.append("umT5 and CLIP wait on the CPU")
         if self.streamed:
@@ -198,7 +200,8 @@ class MemoryPlan:
         if self.vae_and_audio_on_host:
             parts.append("VAE and wav2vec2 visit per call")
         budget = f" of {self.budget / GIB:.1f} GiB allowed" if self.budget is not None else ""
-        parts.append(f"predicted peak {self.peak / GIB:.1f} GiB per GPU ({self.peak_phase}){budget}")
+        parts.append(f"predicted peak {self.peak / GIB:.1f} GiB {'in all' if on_cpu else 'per GPU'} "
+                     f"({self.peak_phase}){budget}")
         cost = self.chunk_cost_s(bytes_per_s, compiled)
         if self.streamed or self.vae_and_audio_on_host:
             parts.append(f"speed: about +{cost * 1e3:.0f} ms per chunk (copies at {bytes_per_s / 1e9:.0f} GB/s "
