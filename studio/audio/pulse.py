@@ -191,39 +191,21 @@ def pulse_simple_api():
     return _lib
 
 
-class PulseOutput:
-    """Plays the session into one PulseAudio sink; its writer thread drives the playout clock.
+class PulseSimpleStream:
+    """One libpulse "simple" stream (a sink played into, a source recorded from) and the thread
+    that moves its blocks: `_run`, which PulseOutput and PulseMicrophone each define."""
 
-    Each block's clock anchor is the server's own latency estimate (time until the next written
-    sample is played), so video follows the sink's clock exactly like with a sound card.
-    """
-
-    def __init__(self, sink: str, sample_rate: int = SAMPLE_RATE, target_latency_s: float = TARGET_LATENCY_S):
-        simple, pulse = pulse_simple_api()
-        self._simple = simple
-        self.sample_rate = sample_rate
-        self.sink = sink
-        self.name = f"PulseAudio sink {sink}"
-        spec = SampleSpec(PA_SAMPLE_FLOAT32LE, sample_rate, 1)
-        attr = BufferAttr(PA_DEFAULT, int(target_latency_s * sample_rate) * 4, PA_DEFAULT, PA_DEFAULT, PA_DEFAULT)
+    def _open(self, direction: int, device: str, stream_name: bytes, spec: SampleSpec, attr: BufferAttr,
+              thread_name: str) -> str:
+        """Open the stream on `device`; "" or the server's reason it could not (PulseOutputError:
+        no libpulse here)."""
+        self._simple, pulse = pulse_simple_api()
         error = ctypes.c_int(0)
-        self._handle = simple.pa_simple_new(None, b"FlashTalk Studio", PA_STREAM_PLAYBACK, sink.encode(),
-                                            b"avatar voice", ctypes.byref(spec), None, ctypes.byref(attr),
-                                            ctypes.byref(error))
-        if not self._handle:
-            reason = pulse.pa_strerror(error.value).decode(errors="replace")
-            raise PulseOutputError(f"cannot play into the PulseAudio sink {sink!r}: {reason}")
-        self.latency_s = target_latency_s
-        self.error = ""
-        self._clock: PlayoutClock | None = None
-        self._buf = np.zeros(BLOCK, np.float32)
+        self._handle = self._simple.pa_simple_new(None, b"FlashTalk Studio", direction, device.encode(), stream_name,
+                                                  ctypes.byref(spec), None, ctypes.byref(attr), ctypes.byref(error))
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pulse-audio-output", daemon=True)
-
-    def attach(self, clock: PlayoutClock | None) -> None:
-        if clock is not None:
-            clock.output_latency_s = self.latency_s
-        self._clock = clock
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+        return "" if self._handle else pulse.pa_strerror(error.value).decode(errors="replace")
 
     def start(self) -> None:
         self._thread.start()
@@ -235,6 +217,36 @@ class PulseOutput:
         if self._handle and not self._thread.is_alive():
             self._simple.pa_simple_free(self._handle)
             self._handle = None
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class PulseOutput(PulseSimpleStream):
+    """Plays the session into one PulseAudio sink; its writer thread drives the playout clock.
+
+    Each block's clock anchor is the server's own latency estimate (time until the next written
+    sample is played), so video follows the sink's clock exactly like with a sound card.
+    """
+
+    def __init__(self, sink: str, sample_rate: int = SAMPLE_RATE, target_latency_s: float = TARGET_LATENCY_S):
+        self.sample_rate = sample_rate
+        self.sink = sink
+        self.name = f"PulseAudio sink {sink}"
+        spec = SampleSpec(PA_SAMPLE_FLOAT32LE, sample_rate, 1)
+        attr = BufferAttr(PA_DEFAULT, int(target_latency_s * sample_rate) * 4, PA_DEFAULT, PA_DEFAULT, PA_DEFAULT)
+        reason = self._open(PA_STREAM_PLAYBACK, sink, b"avatar voice", spec, attr, "pulse-audio-output")
+        if reason:
+            raise PulseOutputError(f"cannot play into the PulseAudio sink {sink!r}: {reason}")
+        self.latency_s = target_latency_s
+        self.error = ""
+        self._clock: PlayoutClock | None = None
+        self._buf = np.zeros(BLOCK, np.float32)
+
+    def attach(self, clock: PlayoutClock | None) -> None:
+        if clock is not None:
+            clock.output_latency_s = self.latency_s
+        self._clock = clock
 
     def _run(self) -> None:
         error = ctypes.c_int(0)

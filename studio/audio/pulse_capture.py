@@ -7,7 +7,6 @@ plays into a named sink. The server converts to 16 kHz mono float32 for us.
 from __future__ import annotations
 
 import ctypes
-import threading
 import time
 
 import numpy as np
@@ -21,22 +20,17 @@ from studio.audio.pulse import (
     PA_STREAM_RECORD,
     BufferAttr,
     PulseOutputError,
+    PulseSimpleStream,
     SampleSpec,
-    pulse_simple_api,
 )
 
 BLOCK = 320  # samples per read (20 ms at 16 kHz), as the sound-card microphone feeds them
 
 
-class PulseMicrophone:
+class PulseMicrophone(PulseSimpleStream):
     """Same face as studio.audio.microphone.Microphone: start(), close(), level, muted, name."""
 
     def __init__(self, sink: AudioSink, source: str, label: str = "", sample_rate: int = SAMPLE_RATE):
-        try:
-            simple, pulse = pulse_simple_api()
-        except PulseOutputError as exc:
-            raise MicrophoneError(str(exc)) from None
-        self._simple = simple
         self._sink = sink
         self.source = source
         self.name = label or source
@@ -46,28 +40,14 @@ class PulseMicrophone:
         self.error = ""
         spec = SampleSpec(PA_SAMPLE_FLOAT32LE, sample_rate, 1)
         attr = BufferAttr(PA_DEFAULT, PA_DEFAULT, PA_DEFAULT, PA_DEFAULT, BLOCK * 4)  # fragsize: one block
-        error = ctypes.c_int(0)
-        self._handle = simple.pa_simple_new(None, b"FlashTalk Studio", PA_STREAM_RECORD, source.encode(),
-                                            b"avatar microphone", ctypes.byref(spec), None, ctypes.byref(attr),
-                                            ctypes.byref(error))
-        if not self._handle:
-            reason = pulse.pa_strerror(error.value).decode(errors="replace")
+        try:
+            reason = self._open(PA_STREAM_RECORD, source, b"avatar microphone", spec, attr, "pulse-microphone")
+        except PulseOutputError as exc:  # no libpulse here
+            raise MicrophoneError(str(exc)) from None
+        if reason:
             raise MicrophoneError(f"cannot open the microphone {self.name}: {reason}")
         self.latency_s = BLOCK / sample_rate
         self._buf = np.zeros(BLOCK, np.float32)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pulse-microphone", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(1.0)
-        if self._handle and not self._thread.is_alive():
-            self._simple.pa_simple_free(self._handle)
-            self._handle = None
 
     def _run(self) -> None:
         error = ctypes.c_int(0)
