@@ -31,26 +31,6 @@ LIVE = SessionSettings(width=64, height=64, seed=4, mode="live")
 SPF = Timeline().samples_per_frame
 
 
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    from engine.flashtalk.weights.tiny_checkpoint import make_tiny
-    root = tmp_path_factory.mktemp("tiny")
-    make_tiny(root, seed=0)
-    return root
-
-
-@pytest.fixture(scope="module")
-def backend(tiny_root):
-    from engine.backends.flashtalk import FlashTalkBackend
-    return FlashTalkBackend(BackendOptions(model_dir=tiny_root / MODEL_FOLDER, device="cpu"))
-
-
-@pytest.fixture(scope="module")
-def portrait():
-    from avkit.portrait_image import load_portrait
-    from tests.conftest import ASSETS
-    return load_portrait(ASSETS / "portrait.png")
-
 
 def _ring(speech: np.ndarray) -> AudioRing:
     ring = AudioRing(capacity=speech.size, sample_rate=Timeline().sample_rate)

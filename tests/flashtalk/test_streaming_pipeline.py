@@ -22,25 +22,6 @@ from tests.conftest import ASSETS, ROOT  # noqa: E402
 SIZE = dict(width=64, height=64, mode="file")  # full chunks from the first (test_first_chunk.py: live)
 
 
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    from engine.flashtalk.weights.tiny_checkpoint import make_tiny
-    root = tmp_path_factory.mktemp("tiny")
-    make_tiny(root, seed=0)
-    return root
-
-
-@pytest.fixture(scope="module")
-def backend(tiny_root):
-    from engine.backends.flashtalk import FlashTalkBackend
-    return FlashTalkBackend(BackendOptions(model_dir=tiny_root / MODEL_FOLDER, device="cpu"))
-
-
-@pytest.fixture(scope="module")
-def portrait():
-    from avkit.portrait_image import load_portrait
-    return load_portrait(ASSETS / "portrait.png")
-
 
 def _windows(stream, speech, chunks):
     n, ctx = stream.chunk_frames, stream.context_samples
