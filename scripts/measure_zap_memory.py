@@ -38,7 +38,7 @@ class PeakRss:
 
     def __init__(self, pid: int):
         self._proc = psutil.Process(pid)
-        self.peak = self.now()
+        self.start = self.peak = self.now()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
