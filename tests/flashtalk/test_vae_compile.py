@@ -28,13 +28,29 @@ def test_plain_strides_give_one_layout_whatever_the_tensor_was_cut_from():
     assert plain_strides(one).data_ptr() == one.data_ptr()  # restrided, not copied
 
 
+def test_plain_strides_in_channels_last_3d_keep_ndhwc_and_copy_only_what_is_not():
+    nd = torch.channels_last_3d
+    clip = torch.randn(1, 6, 33, 8, 5).contiguous(memory_format=nd)
+    want = torch.empty(1, 6, 1, 8, 5, memory_format=nd).stride()
+    frame = clip[:, :, 4:5]  # NDHWC already, but its T and N strides come from the 33 frames
+    assert frame.is_contiguous(memory_format=nd) and frame.stride() != want
+    plain = plain_strides(frame, nd)
+    assert plain.stride() == want and plain.data_ptr() == frame.data_ptr()  # restrided, not copied
+    ncdhw = torch.randn(1, 6, 2, 8, 5)
+    moved = plain_strides(ncdhw, nd)
+    assert moved.stride() == torch.empty(ncdhw.shape, memory_format=nd).stride() and torch.equal(moved, ncdhw)
+    assert plain_strides(torch.randn(4, 3).t(), nd).stride() == (4, 1)  # not 5-D: row-major
+
+
 @pytest.mark.slow
-def test_every_chunk_length_runs_on_the_same_six_graphs_as_eager():
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last_3d], ids=["ncdhw", "ndhwc"])
+def test_every_chunk_length_runs_on_the_same_six_graphs_as_eager(memory_format):
     """Before: 12 graphs for this sequence, 4 built inside the second decode (minutes on a GPU)."""
     from torch._dynamo.utils import counters
 
     sd = random_state_dict(official_vae_key_shapes(z_dim=16, base_dim=TINY.vae_base_dim), seed=0)
-    eager, vae = (WanVAE.from_state_dict(sd, "cpu", torch.float32) for _ in range(2))
+    eager, vae = (WanVAE(WanVAE.from_state_dict(sd, "cpu", torch.float32).model, "cpu", memory_format)
+                  for _ in range(2))
     compile_vae(vae)
     assert vae_is_compiled(vae) and not vae_is_compiled(eager)
     g = torch.Generator().manual_seed(0)

@@ -3,6 +3,15 @@
 diffusers runs the same causal-cache streaming as the Wan reference (encode frame 0 then groups of
 4 frames, decode one latent frame at a time, CACHE_T = 2 frames per causal conv). The one numeric
 difference: diffusers' RMS norm normalises bf16 activations in float32, the reference in bf16.
+
+Memory layout (issue 14, lever 3): cuDNN runs 3-D convolutions in NDHWC; fed NCDHW it transposes
+every input and output around each kernel (about 75 ms of a 448x768 chunk's VAE on one H200). On
+CUDA the VAE therefore keeps its convolution weights and activations in channels_last_3d (2-D
+convolution weights in channels_last): every op of diffusers' Wan VAE between two convolutions
+(cache slices and clones, concatenation, padding, RMS norm, the 2-D resample views, the middle
+attention's reshapes) keeps that layout, except the temporal upsampler's frame interleave (a
+`torch.stack`), which hands one contiguous tensor to its 2-D conv twice per decode pass.
+`conv_memory_format` is the one place the layout is chosen.
 """
 from __future__ import annotations
 
@@ -25,6 +34,11 @@ TEMPORAL_DOWNSAMPLE = (False, True, True)
 TEMPORAL_STRIDE = 4
 SPATIAL_STRIDE = 8
 RGB = 3
+
+
+def conv_memory_format(device: torch.device) -> torch.memory_format:
+    """The layout the VAE computes in on `device`: NDHWC for cuDNN; the CPU keeps contiguous NCDHW."""
+    return torch.channels_last_3d if device.type == "cuda" else torch.contiguous_format
 
 
 @dataclass(frozen=True)
@@ -185,10 +199,14 @@ def build_diffusers_vae(config: WanVAEConfig) -> AutoencoderKLWan:
 class WanVAE:
     """Encode [-1, 1] video to normalised latents and back; every call starts with an empty cache."""
 
-    def __init__(self, model: AutoencoderKLWan, device: str | torch.device):
-        """`model` already holds its weights in the dtype the VAE runs in."""
+    def __init__(self, model: AutoencoderKLWan, device: str | torch.device,
+                 memory_format: torch.memory_format | None = None):
+        """`model` already holds its weights in the dtype the VAE runs in; `memory_format` overrides
+        the device's layout (conv_memory_format), for comparing the two."""
         self.model = model.eval().requires_grad_(False).to(device=device)
         self.device, self.dtype = torch.device(device), next(model.parameters()).dtype
+        self.memory_format = conv_memory_format(self.device) if memory_format is None else memory_format
+        lay_out_conv_weights(self.model, self.memory_format)
         self.z_dim = model.config.z_dim
         # The reference keeps mean and 1/std in the VAE dtype and normalises in that dtype.
         stats = dict(dtype=self.dtype, device=self.device)
@@ -221,8 +239,9 @@ class WanVAE:
         """video [B, 3, F, H, W] in [-1, 1], F = 1 + 4k -> latents [B, 16, 1 + k, H/8, W/8]."""
         _check_video(video)
         self.model.clear_cache()  # no causal state crosses calls (diffusers clears it too)
-        mu = self.model.encode(video.to(self.device, self.dtype)).latent_dist.mode()
-        return (mu - self.mean) * self.inv_std
+        x = video.to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
+        mu = self.model.encode(x).latent_dist.mode()
+        return ((mu - self.mean) * self.inv_std).contiguous()  # latents go to the DiT in plain NCDHW
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -231,7 +250,18 @@ class WanVAE:
             raise ValueError(f"latents must be [B, {self.z_dim}, T, h, w], got {tuple(latents.shape)}")
         self.model.clear_cache()
         z = latents.to(self.device, self.dtype) / self.inv_std + self.mean
-        return self.model.decode(z).sample
+        # The video keeps the VAE's layout: its consumers (colour match, resize, uint8 frames)
+        # permute and reshape, and [B, 3, F, H, W] in NDHWC is already [F, H, W, 3] in memory.
+        return self.model.decode(z.contiguous(memory_format=self.memory_format)).sample
+
+
+def lay_out_conv_weights(model: torch.nn.Module, memory_format: torch.memory_format) -> None:
+    """Every Conv3d weight in `memory_format`, every Conv2d weight in its 2-D counterpart, in place."""
+    planar = torch.channels_last if memory_format == torch.channels_last_3d else memory_format
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv3d | torch.nn.Conv2d):
+            layout = memory_format if isinstance(module, torch.nn.Conv3d) else planar
+            module.weight.data = module.weight.data.contiguous(memory_format=layout)
 
 
 def _check_video(video: torch.Tensor) -> None:
