@@ -38,6 +38,11 @@ def _entry(rank: int, world_size: int, port: int, fn, args: tuple, result_path: 
         if rank == 0:
             with open(result_path, "wb") as f:
                 pickle.dump(value, f)
+        if dist.is_initialized():
+            # Every rank's collectives are done before any rank tears its group down: a rank that
+            # left early closed its gloo pairs under a peer still using them, and the peer's gloo
+            # thread aborted the process ("terminate called without an active exception").
+            dist.barrier()
     except BaseException:  # the test shows any rank's failure
         traceback.print_exc()
         raise
