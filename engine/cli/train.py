@@ -195,8 +195,10 @@ def _train(args: argparse.Namespace, model_dir: Path, stage) -> int:
         world = join_train_world(args.device, args.precision)
     except (*_user_errors(), ValueError) as exc:
         raise UserError(str(exc)) from None
+    finished = False
     try:
         result = stage(cache, list(range(len(cache))), world)
+        finished = True
     except (*_user_errors(), ValueError) as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:
@@ -204,7 +206,7 @@ def _train(args: argparse.Namespace, model_dir: Path, stage) -> int:
             raise
         raise UserError(str(DiskFullError(exc.errno, exc.filename or args.out))) from None
     finally:
-        leave_train_world()
+        leave_train_world(finished)
     if world.is_leader:
         print(f"wrote {result.model_dir} (serve it with `flashtalk serve --backend flashtalk --model "
               f"{result.model_dir}`)")

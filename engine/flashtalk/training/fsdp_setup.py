@@ -85,8 +85,12 @@ def join_train_world(device: str | None, precision: str) -> TrainWorld:
     return TrainWorld(0, 1, local, None)
 
 
-def leave_train_world() -> None:
+def leave_train_world(finished: bool) -> None:
+    """Tear the process group down; after a finished run the ranks first wait for each other (a
+    rank leaving first closes its gloo pairs under a peer still using them, which aborts it)."""
     if dist.is_initialized():
+        if finished and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 
