@@ -41,8 +41,12 @@ def _entry(rank: int, world_size: int, port: int, fn, args: tuple, result_path: 
         if dist.is_initialized():
             # Every rank's collectives are done before any rank tears its group down: a rank that
             # left early closed its gloo pairs under a peer still using them, and the peer's gloo
-            # thread aborted the process ("terminate called without an active exception").
-            dist.barrier()
+            # thread aborted the process ("terminate called without an active exception"). A group
+            # the function broke on purpose (a timed-out collective) fails the barrier at once.
+            try:
+                dist.barrier()
+            except RuntimeError:
+                pass
     except BaseException:  # the test shows any rank's failure
         traceback.print_exc()
         raise
