@@ -116,6 +116,14 @@ class RawDealer:
         self._monitor = self.sock.get_monitor_socket(HANDSHAKE_OUTCOMES)
         self.sock.connect(address)
 
+    def offer(self, parts: list) -> None:
+        """Send without waiting, as a peer the handshake may refuse: once it has, libzmq can have
+        dropped the peer's only pipe, and a plain send would then block for ever."""
+        try:
+            self.sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            pass  # nothing left to queue on: nothing reaches the engine either
+
     def handshake(self, timeout: float = 10.0) -> zmq.Event:
         assert self._monitor.poll(int(timeout * 1000)), "no handshake at all"
         return zmq.Event(recv_monitor_message(self._monitor)["event"])

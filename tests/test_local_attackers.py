@@ -114,7 +114,7 @@ def refused_in_the_handshake(address: str, ident: bytes | None = None, token: st
     peer = RawDealer(address, token=token, ident=ident)
     try:
         for parts in messages:
-            peer.sock.send_multipart(parts, copy=False)
+            peer.offer(parts)
         return peer.handshake() != zmq.EVENT_HANDSHAKE_SUCCEEDED and not peer.sock.poll(200)
     finally:
         peer.close()

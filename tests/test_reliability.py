@@ -359,7 +359,7 @@ def test_tcp_on_loopback_works_with_the_token_and_a_wrong_token_gets_no_connecti
             intruder = RawDealer(address, token=token)
             for msg in (Hello(client="intruder"), OpenSession(portrait=portrait_bytes, settings={"mode": "file"}),
                         Audio(pcm=pcm), EndOfAudio()):
-                intruder.sock.send_multipart(encode(msg))
+                intruder.offer(encode(msg))
             assert intruder.handshake() != zmq.EVENT_HANDSHAKE_SUCCEEDED
             assert not intruder.sock.poll(1000)  # no reply, no frames: nothing of it was read
             intruder.close()

@@ -87,7 +87,7 @@ def test_wrong_or_no_token_gets_no_connection_and_wrong_version_is_refused(engin
     assert "\n" not in str(info.value)
     for token in (None, "not-the-token"):  # no credentials at all (an old client), a wrong one
         peer = RawDealer(engine.address, token=token)
-        peer.sock.send_multipart(encode(Hello(client="raw")))
+        peer.offer(encode(Hello(client="raw")))
         assert peer.handshake() != zmq.EVENT_HANDSHAKE_SUCCEEDED  # refused in the handshake
         assert not peer.sock.poll(500)  # nothing ever comes back
         peer.close()
@@ -134,7 +134,7 @@ def test_metrics_report_refused_clients_and_dropped_replies(engine, portrait_byt
     for a client that never read them (`replies_dropped`)."""
     for token in (None, "guessed"):
         stranger = RawDealer(engine.address, token=token)
-        stranger.sock.send_multipart([b"\xc1garbage"])  # would count as malformed, were it read
+        stranger.offer([b"\xc1garbage"])  # would count as malformed, were it read
         assert stranger.handshake() != zmq.EVENT_HANDSHAKE_SUCCEEDED
         stranger.close()
     deaf_peer = RawDealer(engine.address, rcvhwm=1)  # says hello, then it never reads again
