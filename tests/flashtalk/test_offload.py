@@ -168,6 +168,28 @@ def test_an_error_inside_a_streamed_block_leaves_nothing_on_the_device():
     assert all(h.at_home for h in homes)
 
 
+def test_a_home_keeps_each_tensors_memory_layout_at_home_and_on_the_device():
+    """A channels_last_3d convolution weight (the VAE's on CUDA) keeps its layout through the host
+    home and every visit, so cuDNN gets no transposed weight; values survive the round trip."""
+    conv = nn.Conv3d(4, 6, 3)
+    conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last_3d)
+    model = nn.Sequential(conv, nn.Linear(5, 3))
+    values = {name: t.detach().clone() for name, t in model.state_dict().items()}
+    home = HostHome(model, pin=False)
+    device_copy = torch.empty(home.nbytes, dtype=torch.uint8)
+    home.copy_into(device_copy)
+    for where in ("home", "device"):
+        if where == "device":
+            home.point_to(device_copy)
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d) and not conv.weight.is_contiguous()
+        assert model[1].weight.is_contiguous()
+        for name, tensor in model.state_dict().items():
+            torch.testing.assert_close(tensor, values[name], rtol=0, atol=0)
+    assert not home.at_home
+    home.point_home()
+    assert home.at_home and conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+
+
 def test_auto_with_a_budget_offloads_what_the_plan_says(model_dir):
     from engine.flashtalk.runtime.memory_plan import ALLOCATOR_RESERVE, GIB, Workload, plan_level
     from engine.flashtalk.runtime.module_sizes import checkpoint_sizes

@@ -9,8 +9,10 @@ every input and output around each kernel (about 75 ms of a 448x768 chunk's VAE 
 CUDA the VAE therefore keeps its convolution weights and activations in channels_last_3d (2-D
 convolution weights in channels_last): every op of diffusers' Wan VAE between two convolutions
 (cache slices and clones, concatenation, padding, RMS norm, the 2-D resample views, the middle
-attention's reshapes) keeps that layout, except the temporal upsampler's frame interleave (a
-`torch.stack`), which hands one contiguous tensor to its 2-D conv twice per decode pass.
+attention's reshapes) keeps that layout, except ten places (the temporal upsamplers' frame
+interleave, a `torch.stack`; the middle attention's residual; the encoder's zero padding and time
+convs). There a pre-hook hands the convolution its input in the layout, so its output stays in it;
+the upsamplers get theirs before the 2x nearest upsample, where it costs a quarter of the copy.
 `conv_memory_format` is the one place the layout is chosen.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKLWan
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanUpsample
 
 from engine.flashtalk.model.state_dict_check import Shapes, describe_key_mismatch, load_official_pth
 
@@ -207,6 +210,7 @@ class WanVAE:
         self.device, self.dtype = torch.device(device), next(model.parameters()).dtype
         self.memory_format = conv_memory_format(self.device) if memory_format is None else memory_format
         lay_out_conv_weights(self.model, self.memory_format)
+        keep_conv_inputs_in_layout(self.model, self.memory_format)
         self.z_dim = model.config.z_dim
         # The reference keeps mean and 1/std in the VAE dtype and normalises in that dtype.
         stats = dict(dtype=self.dtype, device=self.device)
@@ -262,6 +266,36 @@ def lay_out_conv_weights(model: torch.nn.Module, memory_format: torch.memory_for
         if isinstance(module, torch.nn.Conv3d | torch.nn.Conv2d):
             layout = memory_format if isinstance(module, torch.nn.Conv3d) else planar
             module.weight.data = module.weight.data.contiguous(memory_format=layout)
+
+
+LAYOUT_HOOKS = "_flashtalk_layout_hooks"  # the model attribute holding keep_conv_inputs_in_layout's handles
+
+
+def keep_conv_inputs_in_layout(model: torch.nn.Module, memory_format: torch.memory_format) -> None:
+    """Convolutions (and the 2x upsamplers in front of them) receive their input in `memory_format`
+    (2-D ones in its planar counterpart); a contiguous layout needs no hooks. Replaces any hooks an
+    earlier call installed on `model`."""
+    for handle in getattr(model, LAYOUT_HOOKS, ()):
+        handle.remove()
+    handles = []
+    if memory_format != torch.contiguous_format:
+        hook = _input_in_layout(memory_format)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv3d | torch.nn.Conv2d | WanUpsample):
+                handles.append(module.register_forward_pre_hook(hook))
+    setattr(model, LAYOUT_HOOKS, handles)
+
+
+def _input_in_layout(memory_format: torch.memory_format):
+    planar = torch.channels_last if memory_format == torch.channels_last_3d else memory_format
+
+    def hook(_module: torch.nn.Module, args: tuple) -> tuple | None:
+        x, *rest = args
+        layout = memory_format if x.ndim == 5 else planar
+        if x.is_contiguous(memory_format=layout):
+            return None
+        return (x.contiguous(memory_format=layout), *rest)
+    return hook
 
 
 def _check_video(video: torch.Tensor) -> None:

@@ -43,12 +43,7 @@ def assemble_models(options: BackendOptions, precision: Precision, device: torch
     models.dit.set_attention_backend(kernel)
     if options.compile:
         use_compile_cache()  # a restarted engine loads its kernels instead of compiling them
-        if plan.streamed:  # block by block: the streaming hooks run between blocks
-            compile_dit_blocks(models.dit)
-        else:
-            # Static graphs: a live session's short first chunk gets its own, and no chunk length
-            # turns the sequence length symbolic (slower kernels, minutes of recompiling).
-            models.dit = torch.compile(models.dit, dynamic=False)
+        compile_dit_blocks(models.dit)  # one block graph per chunk length serves all 40 blocks
         compile_vae(models.vae)  # per causal step: small graphs shared by every frame count
     return models
 

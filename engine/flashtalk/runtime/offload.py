@@ -49,9 +49,23 @@ def _tensors(module: nn.Module) -> list[torch.Tensor]:
 
 
 def _view(flat: torch.Tensor, offset: int, like: torch.Tensor) -> torch.Tensor:
-    """The bytes of `flat` at `offset` seen as a tensor shaped and typed like `like`."""
+    """The bytes of `flat` at `offset` seen as a tensor shaped, typed and laid out like `like`
+    (a channels_last convolution weight stays channels_last at home and on every visit)."""
     nbytes = like.numel() * like.element_size()
-    return flat[offset:offset + nbytes].view(like.dtype).view(like.shape)
+    typed = flat[offset:offset + nbytes].view(like.dtype)
+    return typed.as_strided(like.shape, like.stride()) if _dense(like) else typed.view(like.shape)
+
+
+def _dense(tensor: torch.Tensor) -> bool:
+    """Whether `tensor` fills exactly numel() elements in some order of its dimensions (row-major,
+    channels_last, any permutation), so its strides can be reused on a buffer of that size."""
+    step = 1
+    for size, stride in sorted(((s, st) for s, st in zip(tensor.shape, tensor.stride()) if s != 1),
+                               key=lambda pair: pair[1]):
+        if stride != step:
+            return False
+        step *= size
+    return True
 
 
 @dataclass
