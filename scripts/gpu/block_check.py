@@ -2,7 +2,8 @@
 static activation scales would save.
 
 Run on the GPU machine: `python3 scripts/gpu/block_check.py --out $OUT/block_check.json`;
-`--tiny --device cpu` runs the same procedure on a width-64 block (a smoke test of the script).
+`--tiny --device cpu --eager` runs the same procedure on a width-64 block, uncompiled (the
+script's smoke test).
 
 One DiTBlock (random weights, bf16) at L = 12,096 tokens (9 latent frames of 48x28, a full
 448x768 chunk), compiled with dynamic=False, in four variants built from the same weights:
@@ -165,6 +166,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--eager", action="store_true", help="skip torch.compile (a quick smoke test)")
     args = parser.parse_args()
     device, sizes = torch.device(args.device), TINY if args.tiny else FULL
     torch.manual_seed(0)
@@ -185,11 +187,11 @@ def main() -> None:
     static_layers = make_static(variants["fp8_static"], lambda: variants["fp8_static"](*calib, NoParallel(), attn))
     results = {"sizes": {**sizes, "grid": list(sizes["grid"])}, "margin": MARGIN, "static_layers": static_layers,
                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-               "torch": torch.__version__, "variants": {}}
+               "torch": torch.__version__, "compiled": not args.eager, "variants": {}}
     reference = None
     with torch.no_grad():
         for name, module in variants.items():
-            compiled = torch.compile(module, dynamic=False)
+            compiled = module if args.eager else torch.compile(module, dynamic=False)
 
             def run(compiled=compiled):
                 return compiled(*test, NoParallel(), attn)

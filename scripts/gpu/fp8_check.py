@@ -1,7 +1,8 @@
 """FP8 vs bf16 on the 14B DiT shape with random weights: how far FP8 moves the result, and how much faster.
 
 Run on the GPU machine: `python3 scripts/gpu/fp8_check.py --out $OUT` (writes $OUT/fp8_check.json);
-`--tiny --device cpu` runs the same procedure on the 2-layer test DiT at 64x64 (a smoke test).
+`--tiny --device cpu --eager` runs the same procedure on the 2-layer test DiT at 64x64, uncompiled
+(the script's smoke test).
 The DiT is built once in bf16; the same inputs (and the same noise generator seed) go through
 - bf16 eager: the noise floor, i.e. how far mere bf16 rounding-order changes (eager vs compiled) move
   the outputs with these random weights;
@@ -141,7 +142,8 @@ def weight_gb(module: torch.nn.Module) -> float:
     return sum(t.numel() * t.element_size() for t in tensors) / 2**30
 
 
-def compare_precisions(device: str = "cuda", repeats: int = 5, seed: int = 0, tiny: bool = False) -> dict:
+def compare_precisions(device: str = "cuda", repeats: int = 5, seed: int = 0, tiny: bool = False,
+                       eager: bool = False) -> dict:
     """bf16 eager, bf16 compiled and FP8 compiled on identical inputs -> errors and timings (JSON-able)."""
     device = torch.device(device)
     settings = StreamSettings(width=64, height=64) if tiny else StreamSettings()
@@ -150,7 +152,7 @@ def compare_precisions(device: str = "cuda", repeats: int = 5, seed: int = 0, ti
     pipeline = StreamingPipeline(FlashTalkModels(dit=dit, vae=None, clip=None, text_encoder=None,  # only
                                                  audio_encoder=None, device=device, dtype=DTYPE))  # the DiT runs
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    report = {"device": device_name, "torch": torch.__version__,
+    report = {"device": device_name, "torch": torch.__version__, "compiled": not eager,
               "tokens": settings.tokens, "steps": settings.steps, "repeats": repeats,
               "attention": dit.attention_backend}
     runs = {}
@@ -158,7 +160,7 @@ def compare_precisions(device: str = "cuda", repeats: int = 5, seed: int = 0, ti
         if name == "fp8":
             report["fp8_linears"] = quantize_dit_linears(dit)
         torch._dynamo.reset()
-        if name == "bf16":  # block by block, as the engine compiles; fp8 recompiles the same wrappers
+        if name == "bf16" and not eager:  # block by block, as the engine compiles; fp8 recompiles them
             compile_dit_blocks(dit)
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -186,9 +188,10 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda")
     p.add_argument("--tiny", action="store_true", help="the 2-layer test DiT at 64x64 (smoke test)")
+    p.add_argument("--eager", action="store_true", help="skip torch.compile (a quick smoke test)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    report = compare_precisions(args.device, args.repeats, args.seed, args.tiny)
+    report = compare_precisions(args.device, args.repeats, args.seed, args.tiny, args.eager)
     (args.out / "fp8_check.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
 
