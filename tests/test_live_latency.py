@@ -20,6 +20,16 @@ from tests.conftest import ASSETS, ROOT
 TIMELINE = Timeline()
 
 
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    """One puppet engine for this module: every test here ends its sessions (or drops its client,
+    which ends them at once), so each finds it idle."""
+    from tests.conftest import EngineProcess
+    proc = EngineProcess(f"ipc://{tmp_path_factory.mktemp('engine')}/run/engine.sock", "--client-timeout", "2")
+    yield proc
+    proc.stop()
+
+
 def test_session_opened_says_quality_profile_rate_and_target(engine, portrait_bytes):
     with EngineClient(engine.address) as client:
         opened = client.open_session(portrait_bytes, SessionSettings(width=128, height=128))

@@ -174,17 +174,18 @@ def test_a_config_asking_for_more_blocks_than_the_weights_hold_is_refused_at_onc
     assert "different models" in message
 
 
-def test_models_check_and_render_say_one_line_for_a_damaged_header(folders, tmp_path):
+def test_models_check_and_render_say_one_line_for_a_damaged_header(folders, tmp_path, capfd):
     import subprocess
     import sys
 
     from tests.conftest import ROOT
+    from tests.flashtalk.cli_in_process import flashtalk_in_process
     _rewrite_header(folders[0] / SHARD1, _entry(lambda e, h: e.pop("shape")))
-    for args in (["models", "check", str(folders[0])],
-                 ["render", "--quiet", "--backend", "flashtalk", "--model", str(folders[0]), "--device", "cpu",
-                  "--out", str(tmp_path / "o.mp4")]):
-        result = subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True,
-                                cwd=ROOT, timeout=300)
+    check = subprocess.run([sys.executable, "-m", "engine", "models", "check", str(folders[0])],
+                           capture_output=True, text=True, cwd=ROOT, timeout=300)  # a real process
+    render = flashtalk_in_process(capfd, "render", "--quiet", "--backend", "flashtalk", "--model", str(folders[0]),
+                                  "--device", "cpu", "--out", str(tmp_path / "o.mp4"))  # the same `main`, in-process
+    for result in (check, render):
         assert result.returncode == 2, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "no shape" in lines[0] and "Traceback" not in result.stderr

@@ -43,7 +43,8 @@ def test_sigterm_during_a_session_exits_cleanly(tiny_model, tmp_path, portrait_b
                 client.send(OpenSession(portrait=portrait_bytes, settings=settings_to_dict(settings)))
                 wanted = (Event,)
             else:
-                client.open_session(portrait_bytes, SessionSettings(width=128, height=128, mode="file"))
+                # 64x64: a chunk is quicker, and the 5 s of audio still leave chunks to make after the first
+                client.open_session(portrait_bytes, SessionSettings(width=64, height=64, mode="file"))
                 client.send_audio(np.zeros(5 * 16000, np.float32), 16000)
                 client.end_audio()
                 wanted = (Frames,)

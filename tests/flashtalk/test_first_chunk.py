@@ -26,6 +26,7 @@ from engine.session.audio_ring import AudioRing  # noqa: E402
 from engine.session.chunk_audio import context_window  # noqa: E402
 from engine.session.live_session import LiveSession, SessionLimits  # noqa: E402
 from tests.conftest import ROOT, wait_for  # noqa: E402
+from tests.flashtalk.cli_in_process import flashtalk_in_process  # noqa: E402
 
 LIVE = SessionSettings(width=64, height=64, seed=4, mode="live")
 SPF = Timeline().samples_per_frame
@@ -114,17 +115,17 @@ def test_first_frames_are_measured_on_the_warm_engine(tiny_root, backend, portra
     assert measure_first_frames(full_length, portrait, speech, LIVE, Timeline())["first_chunk_frames"] == 28
 
 
-def test_bench_reports_start_and_first_frames_and_refuses_a_bad_first_chunk(tiny_root, tmp_path):
+def test_bench_reports_start_and_first_frames_and_refuses_a_bad_first_chunk(tiny_root, tmp_path, capfd):
     model = str(tiny_root / MODEL_FOLDER)
-    base = [sys.executable, "-m", "engine", "bench", "--backend", "flashtalk", "--model", model, "--device",
-            "cpu", "--size", "64x64", "--chunks", "1"]
-    bad = subprocess.run([*base, "--first-chunk-frames", "6"], capture_output=True, text=True, cwd=ROOT,
-                         timeout=120)
+    base = ["bench", "--backend", "flashtalk", "--model", model, "--device", "cpu", "--size", "64x64", "--chunks", "1"]
+    # the refusal through the CLI's own `main` in-process (a traceback would fail the test), the run
+    # through a real `python -m engine`
+    bad = flashtalk_in_process(capfd, *base, "--first-chunk-frames", "6")
     assert bad.returncode == 2 and "--first-chunk-frames must be 0 (full length) or a multiple of 4" in bad.stderr
     assert "Traceback" not in bad.stderr
     out = tmp_path / "bench.json"
-    run = subprocess.run([*base, "--warm-up", "--json", str(out)], capture_output=True, text=True, cwd=ROOT,
-                         timeout=600)
+    run = subprocess.run([sys.executable, "-m", "engine", *base, "--warm-up", "--json", str(out)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert run.returncode == 0, run.stderr
     result = json.loads(out.read_text())
     assert result["first_chunk_frames"] == 4 and result["chunk_frames"] == 28

@@ -64,8 +64,14 @@ def _engine_rank(rank: int, world_size: int, model_dir: Path, precision: str = "
 
 # 2: Ulysses (2 heads / 2 ranks); 3: padded ring attention (slow: three ranks on the CPU; the
 # padded ring itself is in the default run through test_sequence_parallel's 3-rank forward)
+@pytest.fixture(scope="module")
+def two_ranks_plain(model_dir) -> np.ndarray:
+    """The frames of a 2-rank engine that offloads nothing (two tests compare against them)."""
+    return run_on_gloo_world(2, _engine_rank, model_dir, "fp32", "none", init=False)
+
+
 @pytest.mark.parametrize("world", [2, pytest.param(3, marks=pytest.mark.slow)])
-def test_ranks_stream_the_frames_of_one_rank(model_dir, world):
+def test_ranks_stream_the_frames_of_one_rank(model_dir, world, request):
     """In float32 the split only reorders sums: frames agree to the last 8-bit step.
 
     (In bf16 the tiny random model amplifies that reordering over 4 steps and 2 chunks to a few
@@ -73,16 +79,16 @@ def test_ranks_stream_the_frames_of_one_rank(model_dir, world):
     """
     from engine.backends.flashtalk import FlashTalkBackend
     one = _stream_frames(FlashTalkBackend(BackendOptions(model_dir=model_dir, device="cpu", precision="fp32")))
-    many = run_on_gloo_world(world, _engine_rank, model_dir, "fp32", init=False)
+    many = (request.getfixturevalue("two_ranks_plain") if world == 2
+            else run_on_gloo_world(world, _engine_rank, model_dir, "fp32", init=False))
     assert many.shape == one.shape == (4 + 20, 80, 112, 3)  # a live session: a short first chunk, then 20
     diff = np.abs(many.astype(int) - one.astype(int))
     assert diff.max() <= 1 and diff.mean() < 0.01, f"max {diff.max()}, mean {diff.mean():.4f}"
 
 
-def test_ranks_offloading_everything_stream_the_frames_of_ranks_that_do_not(model_dir):
-    plain = run_on_gloo_world(2, _engine_rank, model_dir, "fp32", "none", init=False)
+def test_ranks_offloading_everything_stream_the_frames_of_ranks_that_do_not(model_dir, two_ranks_plain):
     offloaded = run_on_gloo_world(2, _engine_rank, model_dir, "fp32", "all", init=False)
-    np.testing.assert_array_equal(offloaded, plain)
+    np.testing.assert_array_equal(offloaded, two_ranks_plain)
 
 
 def _measure_and_switch(backend) -> np.ndarray:
@@ -124,20 +130,27 @@ def test_ranks_follow_measurements_and_profile_switches(model_dir):
     assert diff.max() <= 1 and diff.mean() < 0.01, f"max {diff.max()}, mean {diff.mean():.4f}"
 
 
-def _hang_rank(rank: int, world_size: int) -> float | None:
+def _hang_rank(rank: int, world_size: int, released: str) -> float | None:
     from engine.flashtalk.parallel.process_group import init_rank_world
     world = init_rank_world("cpu", timeout_s=2)
     if rank != 0:
-        time.sleep(8)  # a rank stuck in something that never reaches the next collective
+        # a rank stuck in something that never reaches the next collective, until rank 0 has
+        # seen its collective fail (at most 8 s, the longest rank 0 may take)
+        deadline = time.monotonic() + 8
+        while not os.path.exists(released) and time.monotonic() < deadline:
+            time.sleep(0.05)
         return None
     t0 = time.perf_counter()
-    with pytest.raises(RuntimeError):
-        torch.distributed.all_reduce(torch.ones(3), group=world.compute)
-    return time.perf_counter() - t0
+    try:
+        with pytest.raises(RuntimeError):
+            torch.distributed.all_reduce(torch.ones(3), group=world.compute)
+        return time.perf_counter() - t0
+    finally:
+        Path(released).touch()
 
 
-def test_a_hung_rank_makes_the_others_fail_after_the_timeout():
-    elapsed = run_on_gloo_world(2, _hang_rank, init=False)
+def test_a_hung_rank_makes_the_others_fail_after_the_timeout(tmp_path):
+    elapsed = run_on_gloo_world(2, _hang_rank, str(tmp_path / "released"), init=False)
     assert 1.5 < elapsed < 7
 
 

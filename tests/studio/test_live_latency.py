@@ -191,6 +191,7 @@ def _check_contract(report: dict) -> None:
           f"UI thread {report['ui_thread_cpu_per_s']} s CPU per s")
     assert report["live"] is True and report["pace"] == "realtime" and target > 0
     rows = [r for r in report["per_second"] if r["t_s"] > report["warmup_s"]]
+    print(f"{len(rows)} seconds after the warm-up of a {report['seconds']} s session")
     assert len(rows) >= 10
     # Every second after the warm-up: nothing presented later than target + 0.5 s, beyond what the OS
     # measurably took from the studio's UI thread in that second or the one before (a frame cannot
@@ -211,7 +212,8 @@ def _check_contract(report: dict) -> None:
 
 
 def test_realtime_pace_keeps_the_contract_under_a_cpu_hog_and_engine_stalls(tmp_path, speech, cpu_hog):
-    _check_contract(_realtime_session_under_load(tmp_path, speech, seconds=24.0, stalls=2))
+    # 18 s: both stalls are over by ~12 s into the session, and 12 seconds follow the 5 s warm-up
+    _check_contract(_realtime_session_under_load(tmp_path, speech, seconds=18.0, stalls=2))
 
 
 @pytest.mark.slow

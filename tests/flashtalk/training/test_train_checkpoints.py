@@ -28,6 +28,7 @@ from engine.flashtalk.weights.dit_writer import write_dit  # noqa: E402
 from engine.flashtalk.weights.tiny_checkpoint import MODEL_FOLDER, WAV2VEC_FOLDER  # noqa: E402
 from engine.flashtalk.weights.tiny_encoders import random_state_dict  # noqa: E402
 from tests.conftest import ASSETS, ROOT  # noqa: E402
+from tests.flashtalk.cli_in_process import flashtalk_in_process  # noqa: E402
 
 STAGE1 = Stage1Config(steps=4, batch=2, lr=1e-3, checkpoint_every=2, log_every=1)
 FILE_LIMIT = 1_000_000  # bytes: the tiny DiT's training state (weights + AdamW) is ~3 MB
@@ -59,10 +60,13 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, tiny_model
     assert not torch.equal(trained["head.head.weight"], initial["head.head.weight"])
 
 
+def _stage1_args(tiny_model, cache, run_dir, *extra) -> list[str]:
+    return ["train", "stage1", "--data", str(cache.root), "--init", str(tiny_model[0]), "--out", str(run_dir),
+            "--batch", "2", "--device", "cpu", "--export-dtype", "fp32", "--quiet", *extra]
+
+
 def _stage1_cli(tiny_model, cache, run_dir, *extra, preexec=None):
-    return subprocess.run([sys.executable, "-m", "engine", "train", "stage1", "--data", str(cache.root), "--init",
-                           str(tiny_model[0]), "--out", str(run_dir), "--batch", "2", "--device", "cpu",
-                           "--export-dtype", "fp32", "--quiet", *extra],
+    return subprocess.run([sys.executable, "-m", "engine", *_stage1_args(tiny_model, cache, run_dir, *extra)],
                           capture_output=True, text=True, cwd=ROOT, timeout=900, preexec_fn=preexec)
 
 
@@ -78,9 +82,11 @@ def _one_line(result, expected: str) -> str:
     return lines[0]
 
 
-def test_a_checkpoint_that_cannot_be_written_loses_nothing(tmp_path, tiny_model, cache):
+def test_a_checkpoint_that_cannot_be_written_loses_nothing(tmp_path, tiny_model, cache, capfd):
+    """The run that fails is a real process (its file size is capped); the two around it run the
+    CLI's own `main` in-process."""
     run = tmp_path / "run"
-    assert _stage1_cli(tiny_model, cache, run, "--steps", "2").returncode == 0
+    assert flashtalk_in_process(capfd, *_stage1_args(tiny_model, cache, run, "--steps", "2")).returncode == 0
     first = latest_checkpoint(run)
     before = _weights(first / MODEL_FOLDER)
     failed = _stage1_cli(tiny_model, cache, run, "--steps", "4", "--resume", preexec=_limit_file_size)
@@ -88,7 +94,8 @@ def test_a_checkpoint_that_cannot_be_written_loses_nothing(tmp_path, tiny_model,
     assert "step-000002 is kept" in line
     assert latest_checkpoint(run) == first and not list((run / "checkpoints").glob(".*"))
     _assert_same(before, _weights(first / MODEL_FOLDER))  # still whole and loadable
-    assert _stage1_cli(tiny_model, cache, run, "--steps", "4", "--resume").returncode == 0
+    resumed = flashtalk_in_process(capfd, *_stage1_args(tiny_model, cache, run, "--steps", "4", "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
     assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["step-000002", "step-000004"]
 
 
@@ -106,23 +113,22 @@ def _other_model(tmp_path, tiny_model, **overrides):
     return root / MODEL_FOLDER
 
 
-def test_the_wrong_model_is_a_one_line_error(tmp_path, tiny_model, cache):
+def test_the_wrong_model_is_a_one_line_error(tmp_path, tiny_model, cache, capfd):
+    """Through the CLI's own `main` in-process (the real process's one-line error is the test above)."""
     run = tmp_path / "run"
-    assert _stage1_cli(tiny_model, cache, run, "--steps", "2").returncode == 0
+    assert flashtalk_in_process(capfd, *_stage1_args(tiny_model, cache, run, "--steps", "2")).returncode == 0
     wider_ffn = _other_model(tmp_path, tiny_model, ffn_dim=96)
-    resumed = subprocess.run([sys.executable, "-m", "engine", "train", "stage1", "--data", str(cache.root),
-                              "--init", str(wider_ffn), "--out", str(run), "--steps", "4", "--resume", "--device",
-                              "cpu", "--quiet"], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    resumed = flashtalk_in_process(capfd, "train", "stage1", "--data", str(cache.root), "--init", str(wider_ffn),
+                                   "--out", str(run), "--steps", "4", "--resume", "--device", "cpu", "--quiet")
     _one_line(resumed, "does not fit this run's model")
     shutil.rmtree(tmp_path / "other")
     narrow_text = _other_model(tmp_path, tiny_model, text_dim=32)
-    started = subprocess.run([sys.executable, "-m", "engine", "train", "stage1", "--data", str(cache.root), "--init",
-                              str(narrow_text), "--out", str(tmp_path / "new"), "--device", "cpu", "--quiet"],
-                             capture_output=True, text=True, cwd=ROOT, timeout=900)
+    started = flashtalk_in_process(capfd, "train", "stage1", "--data", str(cache.root), "--init", str(narrow_text),
+                                   "--out", str(tmp_path / "new"), "--device", "cpu", "--quiet")
     _one_line(started, "text_dim is 32 but the data cache has 64")
 
 
-def test_a_distilled_student_renders_through_flashtalk_render(tmp_path, tiny_model, cache):
+def test_a_distilled_student_renders_through_flashtalk_render(tmp_path, tiny_model, cache, capfd):
     world = join_train_world("cpu", "fp32")
     clips = list(range(len(cache)))
     teacher = train_stage1(cache, clips, *tiny_model, replace(STAGE1, steps=2), _options(tmp_path / "t"), world)
@@ -137,10 +143,10 @@ def test_a_distilled_student_renders_through_flashtalk_render(tmp_path, tiny_mod
     speech = tmp_path / "speech.wav"
     subprocess.run(["sox", str(ASSETS / "speech.wav"), str(speech), "trim", "0", "1.5"], check=True)
     out = tmp_path / "student.mp4"
-    result = subprocess.run([sys.executable, "-m", "engine", "render", "--quiet", "--backend", "flashtalk", "--model",
-                             str(student.model_dir), "--device", "cpu", "--precision", "fp32", "--size", "64x64",
-                             "--audio", str(speech), "--out", str(out)],
-                            capture_output=True, text=True, cwd=ROOT, timeout=900)
+    # `flashtalk render`'s own `main`, in-process (tests/flashtalk/test_streaming_pipeline.py runs the real process)
+    result = flashtalk_in_process(capfd, "render", "--quiet", "--backend", "flashtalk", "--model",
+                                  str(student.model_dir), "--device", "cpu", "--precision", "fp32", "--size", "64x64",
+                                  "--audio", str(speech), "--out", str(out))
     assert result.returncode == 0, result.stderr
     info = probe_mp4(out)
     assert (info.width, info.height) == (64, 64) and info.video_frames == 38

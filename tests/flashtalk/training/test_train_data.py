@@ -18,6 +18,7 @@ from engine.flashtalk.training.clip_source import DatasetError, decode_clip, lis
 from engine.flashtalk.training.latent_cache import SHARD_DIR, build_cache  # noqa: E402
 from engine.flashtalk.training.toy_run import TOY_SETTINGS  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
+from tests.flashtalk.cli_in_process import flashtalk_in_process  # noqa: E402
 
 
 def test_a_shard_holds_per_chunk_latents_and_the_clip_conditions(cache, clip_folder, encoders):
@@ -65,9 +66,13 @@ def _video_only_mp4(path, frames=30):
         out.mux(stream.encode(None))
 
 
+def _data_args(tmp_path, tiny_model, source) -> list[str]:
+    return ["train", "data", "--clips", str(source), "--model", str(tiny_model[0]), "--out", str(tmp_path / "cache"),
+            "--device", "cpu", "--quiet"]
+
+
 def _train_data(tmp_path, tiny_model, source):
-    return subprocess.run([sys.executable, "-m", "engine", "train", "data", "--clips", str(source), "--model",
-                           str(tiny_model[0]), "--out", str(tmp_path / "cache"), "--device", "cpu", "--quiet"],
+    return subprocess.run([sys.executable, "-m", "engine", *_data_args(tmp_path, tiny_model, source)],
                           capture_output=True, text=True, cwd=ROOT, timeout=600)
 
 
@@ -77,7 +82,9 @@ def _one_line(result, expected: str) -> None:
     assert len(lines) == 1 and expected in lines[0], result.stderr
 
 
-def test_bad_datasets_are_one_line_errors(tmp_path, tiny_model, clip_folder):
+def test_bad_datasets_are_one_line_errors(tmp_path, tiny_model, clip_folder, capfd):
+    """The first through a real `python -m engine`, the others through the same `main` in-process."""
+    in_process = lambda source: flashtalk_in_process(capfd, *_data_args(tmp_path, tiny_model, source))  # noqa: E731
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("no clips here")
@@ -85,13 +92,13 @@ def test_bad_datasets_are_one_line_errors(tmp_path, tiny_model, clip_folder):
     silent = tmp_path / "silent"
     silent.mkdir()
     _video_only_mp4(silent / "mute.mp4")
-    _one_line(_train_data(tmp_path, tiny_model, silent), "mute.mp4: no audio track")
+    _one_line(in_process(silent), "mute.mp4: no audio track")
     assert not (tmp_path / "cache" / SHARD_DIR).exists() or not any((tmp_path / "cache" / SHARD_DIR).iterdir())
     short = tmp_path / "short"
     short.mkdir()
     _first_frames(clip_folder / "clip_000.mp4", short / "c.mp4")
-    _one_line(_train_data(tmp_path, tiny_model, short), "a training chunk needs 13")
-    _one_line(_train_data(tmp_path, tiny_model, tmp_path / "missing"), "not found")
+    _one_line(in_process(short), "a training chunk needs 13")
+    _one_line(in_process(tmp_path / "missing"), "not found")
 
 
 def _first_frames(source, target, frames=8):

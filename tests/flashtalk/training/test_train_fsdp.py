@@ -72,9 +72,20 @@ def reference(tiny_model, cache):
     return batch, dit.state_dict(), losses
 
 
-def test_two_sharded_ranks_train_exactly_like_one_process(tiny_model, reference):
+def _both_precisions(rank: int, world_size: int, model_dir, batch: dict) -> dict:
+    """fp32 with activation checkpointing, then bf16 without, on one gloo world (one spawn)."""
+    return {"fp32": _sharded_training(rank, world_size, model_dir, batch, "fp32", True),
+            "bf16": _sharded_training(rank, world_size, model_dir, batch, "bf16", False)}
+
+
+@pytest.fixture(scope="module")
+def sharded(tiny_model, reference) -> dict:
+    return run_on_gloo_world(2, _both_precisions, tiny_model[0], reference[0])
+
+
+def test_two_sharded_ranks_train_exactly_like_one_process(tiny_model, reference, sharded):
     batch, state, _ = reference
-    result = run_on_gloo_world(2, _sharded_training, tiny_model[0], batch, "fp32", True)
+    result = sharded["fp32"]
     assert result["dtypes"] == {torch.float32}
     assert result["state"].keys() == state.keys()
     for k, v in state.items():
@@ -83,9 +94,9 @@ def test_two_sharded_ranks_train_exactly_like_one_process(tiny_model, reference)
                for k in ("head.head.weight", "blocks.0.ffn.0.weight"))
 
 
-def test_bf16_mixed_precision_keeps_float32_master_weights(tiny_model, reference):
+def test_bf16_mixed_precision_keeps_float32_master_weights(tiny_model, reference, sharded):
     batch, state, _ = reference
-    result = run_on_gloo_world(2, _sharded_training, tiny_model[0], batch, "bf16", False)
+    result = sharded["bf16"]
     assert result["dtypes"] == {torch.float32}  # master weights and optimizer states stay float32
     assert all(v.dtype == torch.float32 for v in result["state"].values())
     initial = load_dit(tiny_model[0], "cpu", torch.float32).state_dict()
@@ -95,25 +106,29 @@ def test_bf16_mixed_precision_keeps_float32_master_weights(tiny_model, reference
     assert torch.nn.functional.cosine_similarity(fp32_update, bf16_update, dim=0) > 0.9
 
 
-def _stage1_on_ranks(rank: int, world_size: int, model_dir, wav2vec_dir, cache_root, run_dir, config: Stage1Config):
+def _stage1_on_ranks(rank: int, world_size: int, model_dir, wav2vec_dir, cache_root, run_dir,
+                     configs: list[Stage1Config]) -> list[dict]:
+    """One train_stage1 per config, each resuming from the checkpoints the one before left on disk."""
     from engine.flashtalk.training.fsdp_setup import join_train_world
     torch.set_num_threads(1)
     world = join_train_world("cpu", "fp32")  # torchrun's variables are set: FSDP2 over gloo
     assert world.sharded and world.world_size == world_size
     cache = LatentCache(cache_root)
     options = RunOptions(run_dir, device="cpu", export_dtype="fp32", resume=True, progress=False)
-    result = train_stage1(cache, list(range(len(cache))), model_dir, wav2vec_dir, config, options, world)
-    return {"checkpoint": result.checkpoint, "steps": len(result.history["loss"])}
+    runs = []
+    for config in configs:
+        result = train_stage1(cache, list(range(len(cache))), model_dir, wav2vec_dir, config, options, world)
+        runs.append({"checkpoint": result.checkpoint, "steps": len(result.history["loss"])})
+    return runs
 
 
 def test_the_stage1_loop_runs_sharded_and_resumes(tmp_path, tiny_model, cache):
     config = Stage1Config(steps=2, batch=1, lr=1e-3, checkpoint_every=2, log_every=1)
-    first = run_on_gloo_world(2, _stage1_on_ranks, *tiny_model, cache.root, tmp_path, config, init=False)
+    first, resumed = run_on_gloo_world(2, _stage1_on_ranks, *tiny_model, cache.root, tmp_path,
+                                       [config, replace(config, steps=3)], init=False)
     assert first["checkpoint"].name == "step-000002" and first["steps"] == 2
     exported = load_dit(first["checkpoint"] / "SoulX-FlashTalk-14B", "cpu", torch.float32).state_dict()
     initial = load_dit(tiny_model[0], "cpu", torch.float32).state_dict()
     assert exported.keys() == initial.keys() and not torch.equal(exported["head.head.weight"],
                                                                  initial["head.head.weight"])
-    config = replace(config, steps=3)
-    resumed = run_on_gloo_world(2, _stage1_on_ranks, *tiny_model, cache.root, tmp_path, config, init=False)
     assert resumed["checkpoint"].name == "step-000003" and resumed["steps"] == 3

@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("torch")
 
 from tests.conftest import ROOT  # noqa: E402
+from tests.flashtalk.cli_in_process import flashtalk_in_process  # noqa: E402
 
 METRIC_KEYS = {"teacher_loss_first", "teacher_loss_last", "fd_teacher_4step", "fd_student_4step", "fd_data",
                "drift_k1", "drift_k3", "drift_teacher_4step", "lipsync_data", "lipsync_k1", "lipsync_k3",
@@ -22,6 +23,10 @@ METRIC_KEYS = {"teacher_loss_first", "teacher_loss_last", "fd_teacher_4step", "f
 def _toy(out, *extra, timeout=900):
     return subprocess.run([sys.executable, "-m", "engine", "train", "toy", "--out", str(out), "--quiet", *extra],
                           capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+
+
+SMOKE = ("--clips", "4", "--seconds", "1.2", "--stage1-steps", "4", "--distill-steps", "1", "--eval-chunks", "2",
+         "--reference-steps", "2")
 
 
 def _check_metrics(out) -> dict:
@@ -35,15 +40,14 @@ def _check_metrics(out) -> dict:
     return metrics
 
 
-def test_toy_pipeline_smoke(tmp_path):
+def test_toy_pipeline_smoke(tmp_path, capfd):
     out = tmp_path / "toy"
-    result = _toy(out, "--clips", "4", "--seconds", "1.2", "--stage1-steps", "4", "--distill-steps", "1",
-                  "--eval-chunks", "2", "--reference-steps", "2")
+    result = _toy(out, *SMOKE)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = _check_metrics(out)
     assert metrics["clips"] == {"train": 3, "eval": 1}
-    again = _toy(out, "--clips", "4", "--seconds", "1.2", "--stage1-steps", "4", "--distill-steps", "1",
-                 "--eval-chunks", "2", "--reference-steps", "2")  # every stage is done: it re-evaluates only
+    # every stage is done: it re-evaluates only (the CLI's own `main` in-process: no second torch import)
+    again = flashtalk_in_process(capfd, "train", "toy", "--out", str(out), "--quiet", *SMOKE)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((out / "metrics.json").read_text())["teacher_loss_first"] == metrics["teacher_loss_first"]
 
