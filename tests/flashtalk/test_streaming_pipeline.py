@@ -51,12 +51,18 @@ def test_chunks_stream_from_motion_latents_and_repeat_with_the_seed(backend, por
         stream = backend.open_stream(portrait, SessionSettings(seed=7, **SIZE))
         assert stream.state.motion.shape[2] == 1  # chunk 0: the portrait's latent only
         chunks = []
-        for window in _windows(stream, speech, 3):
+        for i, window in enumerate(_windows(stream, speech, 3)):
             res = stream.generate(window)
             assert res.frames.shape == (28, 64, 64, 3) and res.frames.dtype == np.uint8
-            assert {"audio_features", "dit_step_3", "vae_decode", "vae_encode"} <= res.timings.keys()
-            assert stream.state.motion.shape[2] == 2  # then the last 5 frames -> 2 latents
+            assert {"audio_features", "dit_step_3", "vae_decode"} <= res.timings.keys()
+            # A chunk's last 5 frames are encoded when the next chunk starts, before its first
+            # step: the frames of a chunk never wait for that encode.
+            stages = list(res.timings)
+            assert ("vae_encode" in stages) == (i > 0), stages
+            assert i == 0 or stages.index("vae_encode") < stages.index("dit_step_0")
+            assert stream.state.motion is None and stream.state.motion_pixels.shape[2] == 5
             chunks.append(res.frames)
+        assert stream.runtime.pipeline.motion_latents(stream.state).shape[2] == 2  # 5 frames -> 2 latents
         outs.append(np.stack(chunks))
     np.testing.assert_array_equal(outs[0], outs[1])
     other = backend.open_stream(portrait, SessionSettings(seed=8, **SIZE))
@@ -76,7 +82,7 @@ def test_motion_latents_carry_over_between_chunks(backend, portrait, speech):
     windows = list(_windows(stream, speech, 2))
     stream.generate(windows[0])
     gen_state = stream.state.generator.get_state()
-    carried = stream.state.motion.clone()
+    carried = stream.runtime.pipeline.motion_latents(stream.state).clone()
     second = stream.generate(windows[1]).frames
     stream.state.generator.set_state(gen_state)  # same noise, different motion latents
     stream.state.motion = torch.zeros_like(carried)

@@ -58,7 +58,8 @@ class StreamState:
     clip: torch.Tensor  # [1, 257, clip_dim]
     cond: torch.Tensor  # [1, 20, F_lat, h, w] = mask(4) || VAE(ref + zero frames)(16)
     reference: torch.Tensor  # [1, 3, 1, H, W] in [-1, 1], the colour-correction target
-    motion: torch.Tensor  # [1, 16, m, h, w] motion latents (1 at start, then 2)
+    motion: torch.Tensor | None  # [1, 16, m, h, w] motion latents (1 at start, then 2); None: the
+    # last chunk's motion_pixels wait to be encoded by the next chunk (its frames did not wait)
     generator: torch.Generator
     timesteps: list[float]
     t_steps: list[torch.Tensor]  # per step float32 [1] on the device: the DiT's t
@@ -213,15 +214,25 @@ class StreamingPipeline:
             video = m.vae_decode(latent[None])  # [1, 3, F, H, W]
         with timer(Stage.COLOR_CORRECTION):
             video = match_colors(video, state.reference, s.color_correction)
-        with timer(Stage.VAE_ENCODE):
-            state.motion_pixels = video[:, :, -s.motion_frames:].clone()  # [1, 3, 5, H, W]: kept for a size change
-            state.motion = m.vae_encode(state.motion_pixels)  # [1, 16, 2, h, w]
+        # The next chunk's motion latents are encoded when it starts (denoise), so these frames
+        # leave without waiting for that encode.
+        state.motion_pixels = video[:, :, -s.motion_frames:].clone()  # [1, 3, 5, H, W]: kept for a size change
+        state.motion = None
         frames = None
         if frames_out:
             with timer(Stage.HOST_COPY):  # at the session's output size, whatever the profile's
                 frames = to_uint8_frames(resize_video(video[:, :, s.motion_frames:], *state.output_hw)[0])
         state.chunks += 1
         return frames, timer.ms
+
+    @torch.no_grad()
+    def motion_latents(self, state: StreamState, timer: StageTimer | None = None) -> torch.Tensor:
+        """[1, 16, m, h, w]: the latents the next chunk starts from. The last chunk's motion frames
+        are encoded here, on first use, so that chunk's frames never waited for the encode."""
+        if state.motion is None:
+            with (timer or StageTimer(self.device, enabled=False))(Stage.VAE_ENCODE):
+                state.motion = self.models.vae_encode(state.motion_pixels)  # [1, 16, 2, h, w]
+        return state.motion
 
     @torch.no_grad()
     def denoise(self, state: StreamState, audio: torch.Tensor, timer: StageTimer | None = None,
@@ -235,15 +246,16 @@ class StreamingPipeline:
         draws, not only their values, must match to reproduce it.
         """
         s, timer = state.settings, timer or StageTimer(self.device, enabled=False)
+        motion = self.motion_latents(state, timer)[0]  # [16, m, h, w]
         lh, lw = s.latent_hw
         latent = torch.randn(16, latent_frames or s.latent_frames, lh, lw, dtype=self.dtype, device=self.device,
                              generator=state.generator)  # [16, F_lat, h, w]
-        latent = impose_motion(latent, state.motion[0])
+        latent = impose_motion(latent, motion)
         for i, t in enumerate(state.t_steps):
             with timer(dit_step(i)):
                 velocity = self.models.dit_forward(latent, t, state, audio)  # f32 [16, F_lat, h, w]
                 noise = torch.randn(velocity.shape, dtype=velocity.dtype, device=self.device,
                                     generator=state.generator)
                 _, latent = denoise_step(latent, velocity, state.sigmas[i], state.sigmas[i + 1], noise,
-                                         state.motion[0])
+                                         motion)
         return latent.to(self.dtype)

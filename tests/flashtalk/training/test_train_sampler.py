@@ -60,7 +60,7 @@ def test_next_motion_latents_are_those_the_streaming_pipeline_carries(streaming,
     state.generator.manual_seed(SETTINGS.seed)
     before, motion_before = state.generator.get_state(), state.motion
     pipeline.generate(state, window, frames_out=False)
-    carried = state.motion
+    carried = pipeline.motion_latents(state)
     state.generator.set_state(before)
     state.motion = motion_before
     latent = pipeline.denoise(state, audio)
