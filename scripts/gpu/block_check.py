@@ -22,6 +22,7 @@ import argparse
 import copy
 import json
 import statistics
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -29,9 +30,9 @@ import torch
 
 from engine.flashtalk.model.attention import attention, choose_backend
 from engine.flashtalk.model.dit_block import DiTBlock, frame_segments
-from engine.flashtalk.model.fp8_linear import FP8_DTYPE, FP8_MAX, FP8Linear, quantize_block_linears
+from engine.flashtalk.model.fp8_linear import FP8_DTYPE, FP8_MAX, FP8Linear, quantize_block_linears, quantize_rows
 from engine.flashtalk.model.random_init import materialize_random
-from engine.flashtalk.model.rope import rope_cos_sin
+from engine.flashtalk.model.rope import apply_rope, rope_cos_sin
 from engine.flashtalk.parallel.sequence_parallel import NoParallel
 
 FULL = {"dim": 5120, "ffn": 13824, "heads": 40, "audio_dim": 768, "audio_tokens": 32, "grid": (9, 48, 28)}
@@ -81,8 +82,6 @@ def shared_qkv(block: DiTBlock) -> None:
     attn = block.self_attn
 
     def forward(x, rope, parallel, attn_fn):
-        from engine.flashtalk.model.fp8_linear import quantize_rows
-        from engine.flashtalk.model.rope import apply_rope
         b, length, dim = x.shape
         x_fp8, x_scale = quantize_rows(x.reshape(-1, dim))
 
@@ -122,7 +121,6 @@ def timed_ms(fn, repeats: int, device: torch.device) -> float:
             torch.cuda.synchronize()
             times.append(start.elapsed_time(end))
         else:
-            import time
             t0 = time.perf_counter()
             fn()
             times.append((time.perf_counter() - t0) * 1e3)
@@ -205,7 +203,8 @@ def main() -> None:
             results["variants"][name] = row
             print(name, {k: v for k, v in row.items() if k != "top_kernels"}, flush=True)
             del compiled
-            torch.cuda.empty_cache() if device.type == "cuda" else None
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
     print(f"wrote {args.out}")

@@ -21,7 +21,3 @@ def compile_dit_blocks(dit: FlashTalkDiT) -> None:
     """Compile each block's forward in place (hooks, names and state-dict keys unchanged)."""
     for block in dit.blocks:
         block.forward = torch.compile(block.forward, dynamic=False)
-
-
-def dit_blocks_are_compiled(dit: FlashTalkDiT) -> bool:
-    return all(hasattr(block.forward, "_torchdynamo_orig_callable") for block in dit.blocks)

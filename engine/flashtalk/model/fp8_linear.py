@@ -118,7 +118,6 @@ def quantize_dit_linears(dit: nn.Module, use_scaled_mm: bool | None = None) -> i
     Layers already in FP8 are skipped; a layer whose sizes the FP8 kernel cannot take (not a
     multiple of 16) stays as it is. Quantise before torch.compile and after any dtype change.
     """
-    dit = getattr(dit, "_orig_mod", dit)  # a torch.compile wrapper: convert the module inside
     return sum(quantize_block_linears(block, use_scaled_mm) for block in dit.blocks)
 
 

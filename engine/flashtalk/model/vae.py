@@ -44,6 +44,11 @@ def conv_memory_format(device: torch.device) -> torch.memory_format:
     return torch.channels_last_3d if device.type == "cuda" else torch.contiguous_format
 
 
+def planar_format(memory_format: torch.memory_format) -> torch.memory_format:
+    """The 2-D counterpart of a 3-D layout (the resamplers' Conv2d and their inputs)."""
+    return torch.channels_last if memory_format == torch.channels_last_3d else memory_format
+
+
 @dataclass(frozen=True)
 class WanVAEConfig:
     base_dim: int = 96
@@ -261,7 +266,7 @@ class WanVAE:
 
 def lay_out_conv_weights(model: torch.nn.Module, memory_format: torch.memory_format) -> None:
     """Every Conv3d weight in `memory_format`, every Conv2d weight in its 2-D counterpart, in place."""
-    planar = torch.channels_last if memory_format == torch.channels_last_3d else memory_format
+    planar = planar_format(memory_format)
     for module in model.modules():
         if isinstance(module, torch.nn.Conv3d | torch.nn.Conv2d):
             layout = memory_format if isinstance(module, torch.nn.Conv3d) else planar
@@ -287,7 +292,7 @@ def keep_conv_inputs_in_layout(model: torch.nn.Module, memory_format: torch.memo
 
 
 def _input_in_layout(memory_format: torch.memory_format):
-    planar = torch.channels_last if memory_format == torch.channels_last_3d else memory_format
+    planar = planar_format(memory_format)
 
     def hook(_module: torch.nn.Module, args: tuple) -> tuple | None:
         x, *rest = args

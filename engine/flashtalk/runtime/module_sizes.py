@@ -48,7 +48,7 @@ def sizes_of(dit: FlashTalkDiT, text: UMT5Encoder, clip: CLIPVisual, vae: nn.Mod
 
 def loaded_sizes(models, precision: str) -> ModuleSizes:
     """The sizes of a loaded FlashTalkModels (the VAE inside a ParallelVAE counted as one)."""
-    return sizes_of(getattr(models.dit, "_orig_mod", models.dit), models.text_encoder.model, models.clip,
+    return sizes_of(models.dit, models.text_encoder.model, models.clip,
                     models.vae.model, models.audio_encoder.model, precision)
 
 

@@ -254,10 +254,10 @@ class OffloadPlacement:
             self.visitors["audio_encoder"] = Visitor(models.audio_encoder.model, device, pin)
         self.blocks = None
         if plan.streamed:
-            dit = getattr(models.dit, "_orig_mod", models.dit)
             order = sorted(placer.homes)
-            self.blocks = BlockStream([dit.blocks[i] for i in order], [placer.homes[i] for i in order], device)
-            dit.register_forward_pre_hook(lambda *_: self.blocks.reset())
+            self.blocks = BlockStream([models.dit.blocks[i] for i in order], [placer.homes[i] for i in order],
+                                      device)
+            models.dit.register_forward_pre_hook(lambda *_: self.blocks.reset())
 
     @contextlib.contextmanager
     def visit(self, name: str):
